@@ -1,0 +1,39 @@
+"""Shared fixtures: one local Ray instance per test session, the real sample video."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep Ray small and quiet on a 2-core machine.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance with 2 CPUs, shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def vtest_path() -> Path:
+    """The real vtest.avi from Debian's opencv-doc, fetched once and cached."""
+    from streamvision.assets import vtest_video
+
+    return vtest_video()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """opencv-doc's sample data directory (photos and videos)."""
+    from streamvision.assets import sample_data_dir
+
+    return sample_data_dir()
