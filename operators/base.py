@@ -90,6 +90,15 @@ class Source(ABC):
     def read(self, max_batch: int) -> Iterator[FrameBatch]:
         """Yield batches of at most ``max_batch`` frames."""
 
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Resume from ``(topic, partition) -> next offset`` recovered from the sink's store.
+
+        Called by the runtime after ``open`` and before ``read``; file sources ignore it.
+        """
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Told which offsets are durably done (Kafka sources commit them for lag monitoring)."""
+
     def close(self) -> None:
         """Release what ``open`` took."""
 
@@ -109,6 +118,10 @@ class Sink(ABC):
     @abstractmethod
     def write(self, batch: PatchBatch) -> int:
         """Write one batch durably; return the number of patches written."""
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """``(topic, partition) -> next offset`` durably done, for sources to resume from."""
+        return {}
 
     def close(self) -> None:
         """Flush and close the stores."""
