@@ -17,7 +17,7 @@ always be walked back to the original pixels and Kafka offset or file position.
 >>> batch.bboxes[0].tolist()
 [0.0, 0.0, 768.0, 576.0]
 >>> vecs = batch.derive(np.ones((1, 4), np.float32), operator="hist")
->>> vecs.parent_ids[0] == batch.ids[0]
+>>> bool(vecs.parent_ids[0] == batch.ids[0])
 True
 """
 
