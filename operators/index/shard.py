@@ -5,6 +5,18 @@ searches return ``(D, I)`` with ``-1`` ids where there is no result. Indexes are
 by ``index_factory`` strings and use inner product (vectors are L2-normalized, so inner
 product is cosine similarity, the MemSQL ``DOT_PRODUCT``).
 
+Beyond add / upsert / remove / search / range search, a shard can
+
+* be *trained* from a sample (``IVF...``, ``PQ...``) before vectors are added,
+* restrict a search to a set of ids (FAISS ``IDSelectorBatch``: the ``where=`` filters),
+* require unit-norm vectors (``normalized=True``) so that a threshold means cosine,
+* be *append-only* (``HNSW`` cannot remove; a GPU copy cannot filter or remove): an id
+  already held is skipped instead of replaced, and removal is an error,
+* keep a GPU copy of an append-only index for unfiltered searches when CUDA and
+  faiss-gpu exist (:func:`choose_device`); the CPU index stays the master copy.
+
+Every check happens before the index is touched, so bad input leaves it unchanged.
+
 >>> import numpy as np
 >>> shard = IndexShard(dim=4, factory="Flat")
 >>> x = np.eye(4, dtype=np.float32)
@@ -12,16 +24,24 @@ product is cosine similarity, the MemSQL ``DOT_PRODUCT``).
 >>> D, I = shard.search(x[:1], k=2)
 >>> int(I[0, 0]), float(D[0, 0])
 (10, 1.0)
+>>> shard.search(x[:1], k=2, ids=np.array([12]))[1].tolist()
+[[12, -1]]
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 from streamvision.errors import InputError
+
+#: Largest allowed deviation of a vector's L2 norm from 1 when ``normalized=True``.
+NORM_TOLERANCE = 1e-3
+#: FAISS reports this score for "no result" in inner-product searches.
+NO_SCORE = -np.finfo(np.float32).max
 
 
 def as_matrix(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
@@ -41,63 +61,273 @@ def as_matrix(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
     return x
 
 
+def as_ids(ids: np.ndarray | list[int], what: str = "ids") -> np.ndarray:
+    """Check and convert patch ids to a contiguous 1-d int64 array of non-negative values.
+
+    Raises:
+        InputError: not 1-d, or a negative id (``-1`` means "no result" in FAISS).
+    """
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{what} must be a 1-d integer array, got {arr.dtype} {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if (arr < 0).any():
+        raise InputError(f"{what} must be non-negative patch ids, got {int(arr.min())}")
+    return arr
+
+
+def check_normalized(x: np.ndarray, what: str = "vectors") -> None:
+    """Raise :class:`InputError` unless every row of ``x`` has L2 norm 1 (within tolerance)."""
+    if len(x) == 0:
+        return
+    norms = np.linalg.norm(x, axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+    if len(bad):
+        raise InputError(
+            f"{what} must be L2-normalized (inner product = cosine similarity): row {int(bad[0])} "
+            f"has norm {float(norms[bad[0]]):.6g} ({len(bad)} of {len(x)} rows are off); "
+            f"divide by np.linalg.norm(x, axis=1, keepdims=True)"
+        )
+
+
+def gpu_available() -> bool:
+    """True when this FAISS build has GPU support and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def choose_device(append_only: bool) -> str:
+    """``"gpu"`` for an append-only shard where CUDA and faiss-gpu exist, else ``"cpu"``.
+
+    FAISS on GPU can neither filter by id nor delete, so shards that need either stay on CPU.
+    """
+    return "gpu" if append_only and gpu_available() else "cpu"
+
+
+def id_selector(ids: np.ndarray) -> faiss.SearchParameters:
+    """Search parameters restricting a search to ``ids`` (FAISS ``IDSelectorBatch``)."""
+    ids = as_ids(ids)
+    sel = faiss.IDSelectorBatch(ids)
+    params = faiss.SearchParameters(sel=sel)
+    params.keep_alive = (sel, ids)  # the selector references these; keep them alive with params
+    return params
+
+
+def _build(dim: int, factory: str) -> faiss.Index:
+    if dim <= 0:
+        raise InputError(f"vector dimension must be positive, got {dim}")
+    try:
+        inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise InputError(f"unknown or invalid index_factory string {factory!r}: {exc}") from exc
+    return faiss.IndexIDMap2(inner)
+
+
+def _supports_remove(factory: str) -> bool:
+    return "HNSW" not in factory.upper() and "NSG" not in factory.upper()
+
+
 class IndexShard:
     """A FAISS index with add / upsert / remove by 63-bit patch id.
 
     Args:
         dim: vector dimension.
         factory: an ``index_factory`` string (``"Flat"``, ``"SQ8"``, ``"HNSW32"``, ...).
+        normalized: require unit-norm vectors and queries.
+        append_only: never replace or remove (forced for factories that cannot remove,
+            such as ``HNSW``); makes the shard eligible for a GPU copy.
+        device: ``"cpu"``, ``"gpu"`` or ``None`` to pick with :func:`choose_device`.
+
+    Raises:
+        InputError: bad dimension or an unknown / invalid factory string.
     """
 
-    def __init__(self, dim: int, factory: str = "Flat") -> None:
-        if dim <= 0:
-            raise InputError(f"vector dimension must be positive, got {dim}")
-        try:
-            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise InputError(f"unknown or invalid index_factory string {factory!r}: {exc}") from exc
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "Flat",
+        *,
+        normalized: bool = False,
+        append_only: bool = False,
+        device: str | None = None,
+    ) -> None:
+        self.index = _build(dim, factory)
         self.dim = dim
         self.factory = factory
-        self.index = faiss.IndexIDMap2(inner)
+        self._setup(normalized, append_only or not _supports_remove(factory), device)
 
+    def _setup(self, normalized: bool, append_only: bool, device: str | None) -> None:
+        self.normalized = normalized
+        self.append_only = append_only
+        wanted = choose_device(append_only) if device is None else device
+        if wanted not in ("cpu", "gpu"):
+            raise InputError(f"device must be 'cpu' or 'gpu', got {wanted!r}")
+        if wanted == "gpu" and not (append_only and gpu_available()):
+            raise InputError("a GPU shard must be append-only and needs CUDA with faiss-gpu")
+        self.device = wanted
+        self._gpu_res: Any = None
+        self._gpu_index: Any = None
+
+    # ------------------------------------------------------------------ properties
     @property
     def ntotal(self) -> int:
         """Number of vectors held."""
         return int(self.index.ntotal)
 
+    @property
+    def is_trained(self) -> bool:
+        """False for ``IVF`` / ``PQ`` indexes until :meth:`train` has run."""
+        return bool(self.index.is_trained)
+
+    def ids(self) -> np.ndarray:
+        """The ids held, in insertion order."""
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def stats(self) -> dict[str, Any]:
+        """Facts about this shard: size, training, device, bytes per vector."""
+        inner = faiss.downcast_index(self.index.index)
+        try:
+            code_size = int(inner.sa_code_size())
+        except RuntimeError:
+            code_size = 4 * self.dim
+        return {
+            "factory": self.factory,
+            "dim": self.dim,
+            "ntotal": self.ntotal,
+            "is_trained": self.is_trained,
+            "normalized": self.normalized,
+            "append_only": self.append_only,
+            "device": self.device,
+            "bytes_per_vector": code_size,
+            "index_type": type(inner).__name__,
+        }
+
+    # ------------------------------------------------------------------ writes
+    def _check_vectors(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
+        x = as_matrix(vectors, self.dim, what)
+        if self.normalized:
+            check_normalized(x, what)
+        return x
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train an ``IVF`` / ``PQ`` index from a sample (a no-op for indexes that need none).
+
+        Raises:
+            InputError: bad vectors, or too few of them for the index (FAISS's message).
+        """
+        x = self._check_vectors(sample, "training vectors")
+        if self.is_trained:
+            return
+        try:
+            self.index.train(x)
+        except RuntimeError as exc:
+            raise InputError(f"cannot train {self.factory!r} on {len(x)} vectors: {exc}") from exc
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert vectors under ``ids``, replacing any already held (same id twice = one entry)."""
-        x = as_matrix(vectors, self.dim)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        """Insert vectors under ``ids``, replacing any already held (same id twice = one entry).
+
+        An append-only shard skips ids it already holds (ids are deterministic, so a
+        re-sent id carries the same vector).
+
+        Raises:
+            InputError: bad vectors or ids, or an untrained index.
+        """
+        x = self._check_vectors(vectors)
+        ids = as_ids(ids)
         if len(ids) != len(x):
             raise InputError(f"{len(ids)} ids for {len(x)} vectors")
+        if not self.is_trained:
+            raise InputError(f"index {self.factory!r} must be trained first: call train(sample)")
+        if len(ids) == 0:
+            return
         ids, last = np.unique(ids[::-1], return_index=True)  # keep the last vector given per id
-        x = x[::-1][last]
-        if self.index.ntotal:
+        x = np.ascontiguousarray(x[::-1][last])
+        if self.append_only:
+            fresh = ~np.isin(ids, self.ids())
+            ids, x = ids[fresh], np.ascontiguousarray(x[fresh])
+        elif self.index.ntotal:
             self.index.remove_ids(ids)
         self.index.add_with_ids(x, ids)
+        if self._gpu_index is not None:
+            self._gpu_index.add_with_ids(x, ids)
 
     def remove(self, ids: np.ndarray) -> int:
-        """Remove ``ids``; returns how many were present."""
-        return int(self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
+        """Remove ``ids``; returns how many were present.
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` by inner product: ``(D, I)``, each ``(nq, k)``; ``I == -1`` where none."""
-        q = as_matrix(queries, self.dim, "queries")
-        return self.index.search(q, k)
+        Raises:
+            InputError: the shard is append-only.
+        """
+        ids = as_ids(ids)
+        if self.append_only:
+            raise InputError(f"shard {self.factory!r} is append-only: it cannot remove ids")
+        return int(self.index.remove_ids(ids))
 
-    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All vectors with inner product > ``threshold``: FAISS's ``(lims, D, I)``."""
-        q = as_matrix(queries, self.dim, "queries")
-        lims, D, I = self.index.range_search(q, float(threshold))
+    # ------------------------------------------------------------------ reads
+    def _searcher(self, ids: np.ndarray | None) -> tuple[faiss.Index, faiss.SearchParameters | None]:
+        if ids is not None:
+            return self.index, id_selector(ids)
+        if self.device == "gpu":
+            if self._gpu_index is None:
+                self._gpu_res = faiss.StandardGpuResources()
+                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self.index)
+            return self._gpu_index, None
+        return self.index, None
+
+    def search(self, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product: ``(D, I)``, each ``(nq, k)``; ``I == -1`` where none.
+
+        Args:
+            queries: ``(nq, dim)``.
+            k: results per query (at least 1).
+            ids: when given, only these ids can be results (runs on the CPU copy).
+        """
+        q = self._check_vectors(queries, "queries")
+        if k <= 0:
+            raise InputError(f"k must be at least 1, got {k}")
+        if ids is not None and len(ids) == 0 or self.ntotal == 0:
+            return np.full((len(q), k), NO_SCORE, np.float32), np.full((len(q), k), -1, np.int64)
+        index, params = self._searcher(ids)
+        return index.search(q, k, params=params)
+
+    def range_search(
+        self, queries: np.ndarray, threshold: float, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All vectors with inner product > ``threshold``: FAISS's ``(lims, D, I)``.
+
+        Results for query ``i`` are ``D[lims[i]:lims[i+1]]`` / ``I[lims[i]:lims[i+1]]``.
+        ``ids`` restricts the candidates as in :meth:`search`.
+        """
+        q = self._check_vectors(queries, "queries")
+        if not np.isfinite(threshold):
+            raise InputError(f"threshold must be finite, got {threshold}")
+        if ids is not None and len(ids) == 0 or self.ntotal == 0:
+            return np.zeros(len(q) + 1, np.uint64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        params = None if ids is None else id_selector(ids)
+        lims, D, I = self.index.range_search(q, float(threshold), params=params)
         keep = D > threshold  # FAISS keeps >= for inner product; the query says strictly greater
         if keep.all():
             return lims, D, I
         kept_before = np.concatenate([[0], np.cumsum(keep)])
         return kept_before[lims].astype(lims.dtype), D[keep], I[keep]
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored (decoded) vectors of ``ids`` as ``(n, dim)`` float32.
+
+        Raises:
+            InputError: an id is not held.
+        """
+        ids = as_ids(ids)
+        missing = ids[~np.isin(ids, self.ids())]
+        if len(missing):
+            raise InputError(f"{len(missing)} ids are not in this shard, e.g. {int(missing[0])}")
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.index.reconstruct_batch(ids)
+
+    # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
-        """Write the index atomically (a temporary file renamed into place)."""
+        """Write the (CPU) index atomically (a temporary file renamed into place)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -105,11 +335,29 @@ class IndexShard:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "IndexShard":
-        """Read an index written by :meth:`save`."""
-        index = faiss.read_index(str(path))
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        factory: str = "loaded",
+        normalized: bool = False,
+        append_only: bool = False,
+        device: str | None = None,
+    ) -> "IndexShard":
+        """Read an index written by :meth:`save` (our own files only: FAISS's format, no pickle).
+
+        Raises:
+            InputError: the file is missing or not an id-mapped FAISS index.
+        """
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise InputError(f"cannot read FAISS index {path}: {exc}") from exc
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise InputError(f"{path} holds a {type(index).__name__}, not an id-mapped shard index")
         shard = cls.__new__(cls)
         shard.dim = index.d
-        shard.factory = "loaded"
+        shard.factory = factory
         shard.index = index
+        shard._setup(normalized, append_only or not _supports_remove(factory), device)
         return shard
