@@ -204,7 +204,8 @@ class IndexShard:
         }
 
     # ------------------------------------------------------------------ writes
-    def _check_vectors(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
+    def check_vectors(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
+        """Validate vectors (or queries) for this shard: shape, finiteness, unit norm if required."""
         x = as_matrix(vectors, self.dim, what)
         if self.normalized:
             check_normalized(x, what)
@@ -216,7 +217,7 @@ class IndexShard:
         Raises:
             InputError: bad vectors, or too few of them for the index (FAISS's message).
         """
-        x = self._check_vectors(sample, "training vectors")
+        x = self.check_vectors(sample, "training vectors")
         if self.is_trained:
             return
         try:
@@ -233,7 +234,7 @@ class IndexShard:
         Raises:
             InputError: bad vectors or ids, or an untrained index.
         """
-        x = self._check_vectors(vectors)
+        x = self.check_vectors(vectors)
         ids = as_ids(ids)
         if len(ids) != len(x):
             raise InputError(f"{len(ids)} ids for {len(x)} vectors")
@@ -282,7 +283,7 @@ class IndexShard:
             k: results per query (at least 1).
             ids: when given, only these ids can be results (runs on the CPU copy).
         """
-        q = self._check_vectors(queries, "queries")
+        q = self.check_vectors(queries, "queries")
         if k <= 0:
             raise InputError(f"k must be at least 1, got {k}")
         if ids is not None and len(ids) == 0 or self.ntotal == 0:
@@ -298,7 +299,7 @@ class IndexShard:
         Results for query ``i`` are ``D[lims[i]:lims[i+1]]`` / ``I[lims[i]:lims[i+1]]``.
         ``ids`` restricts the candidates as in :meth:`search`.
         """
-        q = self._check_vectors(queries, "queries")
+        q = self.check_vectors(queries, "queries")
         if not np.isfinite(threshold):
             raise InputError(f"threshold must be finite, got {threshold}")
         if ids is not None and len(ids) == 0 or self.ntotal == 0:
