@@ -69,8 +69,15 @@ def _apt_download(package: str, into: Path) -> Path:
     )
 
 
-def _deb_data_members(deb: Path, target: Path) -> None:
-    """Extract ``examples/data`` of an opencv-doc .deb into ``target`` (no dpkg needed)."""
+def extract_deb(deb: Path, prefix: str, target: Path) -> list[Path]:
+    """Extract the files under ``prefix`` (e.g. ``"./usr/share/x/"``) of a .deb into ``target``.
+
+    Pure Python (no dpkg): reads the ``ar`` archive, then its ``data.tar.*`` member. Paths
+    are kept relative to ``prefix``; members that would escape ``target`` are skipped.
+
+    Returns:
+        The extracted files.
+    """
     with open(deb, "rb") as fh:
         if fh.read(8) != b"!<arch>\n":
             raise MissingAssetError(f"{deb} is not a Debian package")
@@ -86,16 +93,24 @@ def _deb_data_members(deb: Path, target: Path) -> None:
                 payload.seek(0)
                 break
             fh.seek(size + (size % 2), os.SEEK_CUR)
+    written: list[Path] = []
     with tarfile.open(fileobj=payload, mode="r:*") as tar:
         for member in tar:
-            if member.isfile() and member.name.startswith(_DATA_PREFIX):
-                rel = Path(member.name[len(_DATA_PREFIX):])
+            if member.isfile() and member.name.startswith(prefix):
+                rel = Path(member.name[len(prefix):])
                 if ".." in rel.parts:
                     continue
                 out = target / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as src, open(out, "wb") as dst:  # type: ignore[union-attr]
                     shutil.copyfileobj(src, dst)
+                written.append(out)
+    return written
+
+
+def _deb_data_members(deb: Path, target: Path) -> None:
+    """Extract ``examples/data`` of an opencv-doc .deb into ``target`` (no dpkg needed)."""
+    extract_deb(deb, _DATA_PREFIX, target)
 
 
 def import_deb(deb: Path) -> Path:
