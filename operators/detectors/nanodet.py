@@ -1,0 +1,108 @@
+"""The NanoDet-m detector operator: frames in, one pixel patch per detected object out.
+
+>>> detector = NanoDetDetector(score_threshold=0.5, classes=["person", "car"])
+>>> sorted(detector.output_type(detector.input_type()).label_domain)
+['car', 'person']
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from operators.base import Operator, OperatorContext
+from operators.detectors.options import check_common, class_filter
+from operators.detectors.patches import detections_to_patches
+from operators.models.coco import COCO80
+from operators.models.device import TorchDevice
+from operators.models.nanodet import NanoDet
+from operators.models.store import spec
+from streamvision.errors import ConfigError
+from streamvision.frames import FrameBatch
+from streamvision.patches import PatchBatch
+from streamvision.types import FrameType, PatchType, StreamType
+
+
+class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
+    """Detect the 80 COCO classes with NanoDet-m; emit a crop patch per detection.
+
+    Args:
+        score_threshold: minimum class score (0..1) of a kept detection.
+        iou_threshold: per-class NMS overlap threshold.
+        max_detections: most detections kept per frame, best first.
+        classes: COCO class names to keep (``None``: all 80); narrows the declared label domain.
+        whole_frames: also emit one whole-frame patch per frame (label ``""``), so that a
+            featurizer after this operator embeds both the objects and the frames.
+        trace: run the ``torch.jit.trace``-d module (faster; off only for debugging).
+    """
+
+    name = f"nanodet-m@{spec('nanodet-m').version}"
+
+    def __init__(
+        self,
+        *,
+        score_threshold: float = 0.35,
+        iou_threshold: float = 0.6,
+        max_detections: int = 100,
+        classes: Iterable[str] | None = None,
+        whole_frames: bool = False,
+        trace: bool = True,
+    ) -> None:
+        check_common(self.name, score_threshold, max_detections)
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ConfigError(f"{self.name}: iou_threshold must be in (0, 1], got {iou_threshold}")
+        self.score_threshold = float(score_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.max_detections = int(max_detections)
+        self.classes = class_filter(self.name, classes, COCO80)
+        self.whole_frames = bool(whole_frames)
+        self.trace = bool(trace)
+        self._class_index = None if self.classes is None else np.array(sorted(COCO80.index(c) for c in self.classes))
+        self._model: NanoDet | None = None
+
+    def input_type(self) -> StreamType:
+        """Frames of any size (they are resized to 416x416 internally)."""
+        return FrameType()
+
+    def output_type(self, upstream: StreamType) -> StreamType:
+        """Pixel patches whose labels are COCO names (or the class filter)."""
+        domain = frozenset(COCO80) if self.classes is None else self.classes
+        return PatchType(kind="pixels", label_domain=domain | ({""} if self.whole_frames else set()))
+
+    def setup(self, context: OperatorContext) -> None:
+        """Load NanoDet-m from the model store onto the context's device."""
+        self._model = NanoDet(TorchDevice.from_context(context), trace=self.trace)
+
+    @property
+    def device(self) -> TorchDevice:
+        """The device the model runs on (after ``setup``)."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: setup() was not called")
+        return self._model.device
+
+    def process(self, batch: FrameBatch) -> PatchBatch:
+        """Detect objects in every frame of ``batch``."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: setup() was not called")
+        if len(batch) == 0:
+            return PatchBatch.empty(batch.meta)
+        found = self._model.detect(
+            batch.images,
+            score_threshold=self.score_threshold,
+            iou_threshold=self.iou_threshold,
+            max_detections=self.max_detections,
+            classes=self._class_index,
+        )
+        return detections_to_patches(
+            batch,
+            [d.boxes for d in found],
+            [d.scores for d in found],
+            [[COCO80[c] for c in d.classes] for d in found],
+            operator=self.name,
+            whole_frames=self.whole_frames,
+        )
+
+    def teardown(self) -> None:
+        """Drop the model."""
+        self._model = None

@@ -1,0 +1,103 @@
+"""EfficientNet-Lite0 featurizer: 1280-d L2-normalized embeddings and ImageNet top-k per patch.
+
+Works on any pixel patches: detector crops and whole frames alike (each crop is resized to
+224x224). The vectors are pooled features before the classifier, so a dot product between
+two patches is their cosine similarity (MemSQL's normalized-vector scan).
+
+>>> featurizer = EfficientNetLite0Featurizer(top_k=3)
+>>> featurizer.output_type(featurizer.input_type()).dim
+1280
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from operators.base import Operator, OperatorContext
+from operators.featurizers.resize import stack_resized
+from operators.models.device import TorchDevice
+from operators.models.efficientnet_lite import FEATURE_DIM, INPUT_SIZE, load_efficientnet_lite0, normalize
+from operators.models.imagenet import imagenet_classes
+from operators.models.store import model_file, spec
+from streamvision.errors import ConfigError
+from streamvision.patches import PatchBatch
+from streamvision.types import PatchType, StreamType
+
+_WEIGHTS = "efficientnet-lite0-57934424.pth"
+
+
+class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
+    """Embed pixel patches with EfficientNet-Lite0 (ImageNet weights).
+
+    Args:
+        top_k: ImageNet classes kept per patch in ``extra["imagenet"]`` as ``[[name, prob], ...]``
+            (0: none).
+        trace: run a ``torch.jit.trace``-d network.
+    """
+
+    name = f"efficientnet-lite0@{spec('efficientnet-lite0').version}"
+
+    def __init__(self, *, top_k: int = 5, trace: bool = True) -> None:
+        if not 0 <= top_k <= 1000:
+            raise ConfigError(f"{self.name}: top_k must be in [0, 1000], got {top_k}")
+        self.top_k = int(top_k)
+        self.trace = bool(trace)
+        self._device: TorchDevice | None = None
+        self._net: torch.nn.Module | None = None
+        self._classes: tuple[str, ...] = ()
+
+    def input_type(self) -> StreamType:
+        """Pixel patches (crops or whole frames)."""
+        return PatchType(kind="pixels")
+
+    def output_type(self, upstream: StreamType) -> StreamType:
+        """1280-d vectors; labels pass through unchanged."""
+        domain = upstream.label_domain if isinstance(upstream, PatchType) else None
+        return PatchType(kind="vector", dim=FEATURE_DIM, label_domain=domain)
+
+    @property
+    def device(self) -> TorchDevice:
+        """The device the network runs on (after ``setup``)."""
+        if self._device is None:
+            raise RuntimeError(f"{self.name}: setup() was not called")
+        return self._device
+
+    def setup(self, context: OperatorContext) -> None:
+        """Load the verified weights onto the context's device (and trace the network)."""
+        self._device = TorchDevice.from_context(context)
+        net = self._device.module(load_efficientnet_lite0(model_file("efficientnet-lite0", _WEIGHTS)))
+        if self.trace:
+            example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, device=self._device.device)
+            with torch.no_grad(), self._device.autocast():
+                net = torch.jit.trace(net, (example,), check_trace=False)
+        self._net = net
+        self._classes = imagenet_classes() if self.top_k else ()
+
+    def embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(vectors [n, 1280] L2-normalized, probabilities [n, 1000])`` of ``images [n, 224, 224, 3]`` uint8 RGB."""
+        if self._net is None or self._device is None:
+            raise RuntimeError(f"{self.name}: setup() was not called")
+        with torch.no_grad(), self._device.autocast():
+            pooled, logits = self._net(normalize(self._device.tensor(images)))
+        vectors = torch.nn.functional.normalize(pooled.float(), dim=1)
+        return vectors.cpu().numpy(), logits.float().softmax(1).cpu().numpy()
+
+    def process(self, batch: PatchBatch) -> PatchBatch:
+        """Vectors (and ImageNet top-k) for every patch; parents are the input patches."""
+        if len(batch) == 0:
+            return PatchBatch.empty(batch.meta, dim=FEATURE_DIM)
+        if batch.crops is None:
+            raise ConfigError(f"{self.name}: needs pixel patches, got a batch without crops")
+        vectors, probs = self.embed(stack_resized(batch.crops, INPUT_SIZE))
+        extra = {}
+        if self.top_k:
+            best = np.argsort(-probs, axis=1)[:, : self.top_k]
+            extra["imagenet"] = [
+                [[self._classes[c], round(float(p[c]), 4)] for c in row] for row, p in zip(best, probs)
+            ]
+        return batch.derive(vectors, operator=self.name, extra=extra)
+
+    def teardown(self) -> None:
+        """Drop the network."""
+        self._net = None
