@@ -202,6 +202,48 @@ def read_table(path: str | Path) -> LabeledData:
 
 
 # --------------------------------------------------------------------- labeled patches
+DIGITS_CELL = 20
+
+
+def write_digit_patches(store_path: str | Path, per_class: int = 500, size: int = 10) -> int:
+    """Write opencv-doc's handwritten digits as labeled vector patches into a store.
+
+    ``digits.png`` (from :func:`~streamvision.assets.sample_data_dir`) holds 5000 digits of
+    20x20 pixels, 500 per class in row order. Each becomes a whole-frame patch of the image
+    (lineage ``(digits.png, index)``) labeled ``digit-N``, featurized as its pixels
+    downsampled to ``size x size`` and scaled to ``[0, 1]``.
+
+    Returns:
+        The number of patches written.
+    """
+    import cv2
+
+    from operators.stores.lineage_store import LineageStore
+    from streamvision.assets import sample_data_dir
+    from streamvision.lineage import FileKey
+    from streamvision.patches import PatchBatch
+
+    path = sample_data_dir() / "digits.png"
+    sheet = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if sheet is None:
+        raise InputError(f"cannot read {path}")
+    rows, cols = sheet.shape[0] // DIGITS_CELL, sheet.shape[1] // DIGITS_CELL
+    cells = sheet[:rows * DIGITS_CELL, :cols * DIGITS_CELL].reshape(rows, DIGITS_CELL, cols, DIGITS_CELL)
+    cells = cells.transpose(0, 2, 1, 3).reshape(-1, DIGITS_CELL, DIGITS_CELL)
+    per_digit = len(cells) // 10
+    index = np.concatenate([np.arange(d * per_digit, d * per_digit + min(per_class, per_digit)) for d in range(10)])
+    vectors = np.stack([cv2.resize(cells[i], (size, size), interpolation=cv2.INTER_AREA).ravel() for i in index])
+    frames = PatchBatch.whole_frames(
+        keys=[FileKey(path.name, int(i)).encode() for i in index], cameras=[path.name] * len(index),
+        frame_no=index, pts=index.astype(np.float64), wall_time=np.zeros(len(index)),
+        size=(DIGITS_CELL, DIGITS_CELL), operator="digit_cell",
+    )
+    frames.labels = [f"digit-{i // per_digit}" for i in index]
+    patches = frames.derive(vectors.astype(np.float32) / 255.0, operator=f"downsample{size}")
+    with LineageStore(store_path) as store:
+        return store.write_patches(patches)
+
+
 def from_store(path: str | Path, labels: list[str] | None = None) -> LabeledData:
     """Labeled vector patches of a :class:`~operators.stores.lineage_store.LineageStore`.
 

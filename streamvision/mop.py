@@ -102,8 +102,7 @@ def fit_multiple(
                threads_per_worker=threads_per_worker, on_epoch_end=on_epoch_end)
 
 
-def export_best(result: "FitResult", classes: Sequence[str], input_shape: Sequence[int],
-                name: str | None = None, path: str | Path | None = None) -> Path:
+def export_best(result: "FitResult", name: str | None = None, path: str | Path | None = None) -> Path:
     """Export the best model of a run as a ``mop_classifier`` model file.
 
     Args:
@@ -114,4 +113,4 @@ def export_best(result: "FitResult", classes: Sequence[str], input_shape: Sequen
     from operators.training.classifier import export_model, models_dir
 
     target = path if path is not None else (models_dir() / f"{name}.pt" if name else None)
-    return export_model(result.checkpoint(result.best), tuple(input_shape), tuple(classes), target)
+    return export_model(result.checkpoint(result.best), result.input_shape, result.classes, target)

@@ -48,6 +48,8 @@ class FitResult:
         results: one dict per model per epoch (the rows of ``results.parquet``).
         schedule: one dict per sub-epoch run by this call (``schedule.parquet`` keeps all calls).
         best: mst key of the model with the highest final validation accuracy.
+        classes: the class names (index = label).
+        input_shape: the shape of one example.
         restarts: how many times workers were restarted after a failure.
         wall_s: wall-clock seconds of this call.
         data_bytes: bytes of the training data (shipped once, partitioned over workers).
@@ -58,6 +60,8 @@ class FitResult:
     results: list[dict[str, Any]]
     schedule: list[dict[str, Any]]
     best: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
     restarts: int = 0
     wall_s: float = 0.0
     data_bytes: int = 0
@@ -226,7 +230,7 @@ def fit_multiple(
     paths["schedule"] = write_records(earlier + schedule, log_path)
     final = [r for r in results if r["epoch"] == epochs]
     best = max(final, key=lambda r: (r["val_acc"], -r["val_loss"]))["model"]
-    return FitResult(out_dir, results, schedule, best, restarts, time.time() - start_time, data.nbytes,
+    return FitResult(out_dir, results, schedule, best, data.classes, data.input_shape, restarts, time.time() - start_time, data.nbytes,
                      sum(r["bytes_in"] for r in schedule), paths)
 
 
