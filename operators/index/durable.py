@@ -10,8 +10,8 @@ On disk, shard ``s`` of ``n`` lives in ``ROOT/shard-s-of-n/``:
 =================  ===========================================================
 
 Every upsert / removal is written to ``log`` (one ``WriteBatch``) before the index
-changes, so a killed process loses nothing. Opening a shard loads the snapshot, replays
-the log, then replays the newer vectors of the pipeline's lineage store (its ``vectors``
+changes, so a killed process loses nothing. Opening a shard loads the snapshot, applies
+the tombstones, replays the log, then replays the newer vectors of the pipeline's lineage store (its ``vectors``
 family, opened read-only): those routed to this shard that the index lacks and that
 were not removed. Replay is idempotent (ids are deterministic), so it needs no exact
 offset bookkeeping; the offsets in ``snapshot.json`` tell which input the snapshot is
@@ -123,6 +123,7 @@ class DurableShard:
         self._vectors = self._log.get_column_family("vectors")
         self._removed = self._log.get_column_family("removed")
         self._handles = {name: self._log.get_column_family_handle(name) for name in _FAMILIES}
+        self._apply_tombstones()
         self.replayed = {"log": self._replay(self._log_items()), "store": self._replay_store()}
 
     # ------------------------------------------------------------------ recovery
@@ -131,6 +132,12 @@ class DurableShard:
         if not path.exists() or not (self.dir / "index.faiss").exists():
             return None
         return json.loads(path.read_text())
+
+    def _apply_tombstones(self) -> None:
+        """Remove from the loaded snapshot the ids removed after it was written."""
+        gone = np.array([id_from_bytes(k) for k in self._removed.keys()], np.int64)
+        if len(gone) and not self.index.append_only:
+            self.index.remove(gone)
 
     def _log_items(self) -> Iterator[tuple[int, bytes]]:
         for key, raw in self._vectors.items():
@@ -262,5 +269,6 @@ class DurableShard:
         }
 
     def close(self) -> None:
-        """Close the log; the object is unusable afterwards."""
+        """Close the log (releasing its lock); the object is unusable afterwards."""
+        del self._vectors, self._removed, self._handles  # column families pin the database
         self._log.close()

@@ -201,11 +201,15 @@ class ShardedIndex(ShardSet):
         :class:`~operators.index.durable.DurableShard` for the options.
         """
         root, store = layout(data_dir, store)
-        objs = [
-            DurableShard(root, s, shards, dim, factory, normalized=normalized,
-                         append_only=append_only, store=store, wal=wal)
-            for s in range(shards)
-        ]
+        objs: list[DurableShard] = []
+        try:
+            for s in range(shards):
+                objs.append(DurableShard(root, s, shards, dim, factory, normalized=normalized,
+                                         append_only=append_only, store=store, wal=wal))
+        except Exception:
+            for shard in objs:
+                shard.close()
+            raise
         return cls(objs, normalized)
 
     def _each(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -1,0 +1,175 @@
+"""IndexShard: exact search against numpy, threshold boundary, filters, upsert, removal, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from operators.index.shard import IndexShard, choose_device, gpu_available
+from streamvision.errors import InputError
+
+
+def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return rng.choice(10**12, 500, replace=False).astype(np.int64) + 1, unit(rng, 500, 32)
+
+
+def test_flat_top_k_equals_numpy(data):
+    ids, x = data
+    shard = IndexShard(32, "Flat", normalized=True)
+    shard.upsert(ids, x)
+    q = x[:7] + 0.01
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    D, I = shard.search(q, 10)
+    scores = q @ x.T
+    expect = np.argsort(-scores, axis=1)[:, :10]
+    assert (I == ids[expect]).all()
+    np.testing.assert_allclose(D, np.take_along_axis(scores, expect, 1), rtol=1e-5)
+
+
+def test_threshold_is_strictly_greater_at_the_boundary():
+    shard = IndexShard(2, "Flat")
+    x = np.array([[1.0, 0.0], [0.5, 0.0], [0.25, 0.0]], np.float32)  # exact binary fractions
+    shard.upsert(np.array([1, 2, 3]), x)
+    _, D, I = shard.range_search(np.array([[1.0, 0.0]], np.float32), 0.5)
+    assert I.tolist() == [1]  # 0.5 is not > 0.5
+    _, _, I = shard.range_search(np.array([[1.0, 0.0]], np.float32), 0.4999)
+    assert sorted(I.tolist()) == [1, 2]
+
+
+def test_filtered_search_only_returns_allowed_ids(data):
+    ids, x = data
+    shard = IndexShard(32, "Flat")
+    shard.upsert(ids, x)
+    allowed = ids[100:140]
+    D, I = shard.search(x[:3], 5, ids=allowed)
+    assert np.isin(I, allowed).all()
+    expect = ids[100:140][np.argsort(-(x[:3] @ x[100:140].T), axis=1)[:, :5]]
+    assert (I == expect).all()
+    lims, _, I = shard.range_search(x[:1], -1.0, ids=allowed)
+    assert sorted(I.tolist()) == sorted(allowed.tolist())
+    D, I = shard.search(x[:1], 3, ids=np.array([], np.int64))
+    assert (I == -1).all()
+
+
+def test_upsert_same_id_is_one_entry_and_replaces(data):
+    ids, x = data
+    shard = IndexShard(32, "Flat")
+    shard.upsert(ids, x)
+    shard.upsert(ids[:50], x[:50])
+    assert shard.ntotal == len(ids)
+    shard.upsert(ids[:1], x[1:2])  # replace the vector of ids[0]
+    assert shard.ntotal == len(ids)
+    np.testing.assert_array_equal(shard.reconstruct(ids[:1]), x[1:2])
+    shard.upsert(np.array([7, 7]), x[:2])  # the last vector given wins
+    np.testing.assert_array_equal(shard.reconstruct(np.array([7])), x[1:2])
+
+
+def test_removal(data):
+    ids, x = data
+    shard = IndexShard(32, "Flat")
+    shard.upsert(ids, x)
+    assert shard.remove(ids[:10]) == 10
+    assert shard.remove(ids[:10]) == 0
+    assert shard.ntotal == len(ids) - 10
+    _, I = shard.search(x[:10], 1)
+    assert not np.isin(I, ids[:10]).any()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((2, 31), np.float32), "must be"),
+        (np.full((2, 32), np.nan, np.float32), "NaN or inf"),
+        (np.full((2, 32), np.inf, np.float32), "NaN or inf"),
+        (np.ones((2, 32), np.float32), "L2-normalized"),
+    ],
+)
+def test_bad_vectors_are_refused_and_change_nothing(data, bad, message):
+    ids, x = data
+    shard = IndexShard(32, "Flat", normalized=True)
+    shard.upsert(ids, x)
+    before = shard.search(x[:5], 5)
+    with pytest.raises(InputError, match=message):
+        shard.upsert(np.array([1, 2]), bad)
+    with pytest.raises(InputError, match=message):
+        shard.search(bad, 3)
+    assert shard.ntotal == len(ids)
+    after = shard.search(x[:5], 5)
+    assert (before[1] == after[1]).all()
+
+
+def test_bad_ids_and_factory_strings():
+    with pytest.raises(InputError, match="index_factory"):
+        IndexShard(8, "NoSuchIndex42")
+    with pytest.raises(InputError, match="dimension"):
+        IndexShard(0, "Flat")
+    shard = IndexShard(4, "Flat")
+    with pytest.raises(InputError, match="non-negative"):
+        shard.upsert(np.array([-1]), np.ones((1, 4), np.float32))
+    with pytest.raises(InputError, match="ids for"):
+        shard.upsert(np.array([1, 2, 3]), np.ones((1, 4), np.float32))
+    assert shard.ntotal == 0
+
+
+def test_ivf_pq_needs_training_then_reports_recall():
+    rng = np.random.default_rng(2)
+    x = unit(rng, 16, 32)[rng.integers(0, 16, 3000)] + 0.05 * rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # clustered, like real image features
+    shard = IndexShard(32, "IVF16,PQ8", normalized=True)
+    with pytest.raises(InputError, match="trained"):
+        shard.upsert(np.arange(1, 3001), x)
+    assert shard.ntotal == 0 and not shard.is_trained
+    shard.train(x)
+    shard.upsert(np.arange(1, 3001), x)
+    assert shard.is_trained and shard.ntotal == 3000
+    assert shard.stats()["bytes_per_vector"] <= 4 * 32 // 8  # codes (+ list number), not fp32
+    flat = IndexShard(32, "Flat")
+    flat.upsert(np.arange(1, 3001), x)
+    _, exact = flat.search(x[:50], 1)
+    _, approx = shard.search(x[:50], 10)
+    recall = np.mean([exact[i, 0] in approx[i] for i in range(50)])
+    assert recall >= 0.8  # 8-byte codes keep the true nearest in the top-10 of most queries
+
+
+def test_hnsw_is_append_only_and_skips_known_ids():
+    rng = np.random.default_rng(3)
+    x = unit(rng, 200, 16)
+    shard = IndexShard(16, "HNSW32")
+    assert shard.append_only
+    shard.upsert(np.arange(1, 201), x)
+    shard.upsert(np.arange(1, 101), x[:100])
+    assert shard.ntotal == 200
+    with pytest.raises(InputError, match="append-only"):
+        shard.remove(np.array([1]))
+    assert shard.ntotal == 200
+
+
+def test_gpu_only_for_append_only_shards_and_cpu_fallback_here():
+    assert choose_device(append_only=False) == "cpu"
+    assert choose_device(append_only=True) == ("gpu" if gpu_available() else "cpu")
+    shard = IndexShard(8, "Flat", append_only=True)
+    assert shard.device == choose_device(True)
+    if not gpu_available():
+        with pytest.raises(InputError, match="GPU"):
+            IndexShard(8, "Flat", append_only=True, device="gpu")
+
+
+def test_save_and_load_round_trip(tmp_path, data):
+    ids, x = data
+    shard = IndexShard(32, "SQ8")
+    shard.train(x)
+    shard.upsert(ids, x)
+    shard.save(tmp_path / "s.faiss")
+    loaded = IndexShard.load(tmp_path / "s.faiss", factory="SQ8")
+    assert loaded.ntotal == len(ids) and loaded.is_trained
+    assert (loaded.search(x[:4], 5)[1] == shard.search(x[:4], 5)[1]).all()
+    (tmp_path / "junk.faiss").write_bytes(b"not an index")
+    with pytest.raises(InputError, match="cannot read"):
+        IndexShard.load(tmp_path / "junk.faiss")
