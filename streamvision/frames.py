@@ -117,6 +117,23 @@ class FrameBatch:
             meta=dict(meta or {}),
         )
 
+    @classmethod
+    def concat(cls, batches: Sequence["FrameBatch"]) -> "FrameBatch":
+        """Frames of several same-size batches in order; list-valued ``meta`` is concatenated."""
+        from streamvision.patches import merge_meta
+
+        if len(batches) == 1:
+            return batches[0]
+        return cls(
+            keys=[k for b in batches for k in b.keys],
+            cameras=[c for b in batches for c in b.cameras],
+            frame_no=np.concatenate([b.frame_no for b in batches]),
+            pts=np.concatenate([b.pts for b in batches]),
+            wall_time=np.concatenate([b.wall_time for b in batches]),
+            images=np.concatenate([b.images for b in batches]),
+            meta=merge_meta([b.meta for b in batches]),
+        )
+
     def frames(self) -> Iterator[Frame]:
         """The batch as :class:`Frame` objects (for tests and plain loops, not hot paths)."""
         for i, raw in enumerate(self.keys):

@@ -170,9 +170,14 @@ class PatchBatch:
         )
 
     def derive(self, vectors: np.ndarray, *, operator: str, extra: dict[str, list[Any]] | None = None) -> "PatchBatch":
-        """Feature patches made from these patches: new ids, parent = these ids, crops dropped."""
+        """Feature patches made from these patches: new ids, parent = these ids, crops dropped.
+
+        The parents' own model and parent go along in ``extra`` (``parent_model``,
+        ``parent_parent``) so that the store keeps every link of the lineage chain.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.fromiter((patch_id(id_bytes(int(p)), operator, 0) for p in self.ids), np.int64, len(self))
+        links = {"parent_model": list(self.models), "parent_parent": [int(p) for p in self.parent_ids]}
         return replace(
             self,
             ids=ids,
@@ -180,7 +185,7 @@ class PatchBatch:
             models=[operator] * len(self),
             crops=None,
             vectors=vectors,
-            extra={**self.extra, **(extra or {})},
+            extra={**self.extra, **links, **(extra or {})},
         )
 
     def take(self, index: np.ndarray | Sequence[int]) -> "PatchBatch":

@@ -112,6 +112,9 @@ class LineageStore:
             parent_ref = _PATCH_REF + id_bytes(parent) if parent else frame_key
             meta["parent"] = parent
             meta["frame_key"] = frame_key.hex()
+            links = {k: meta.pop(k) for k in ("parent_model", "parent_parent") if k in meta}
+            if parent and links:
+                self._put_parent(wb, parent, links, meta, frame_key)
             wb.put(pid, json.dumps(meta).encode(), h["patches"])
             wb.put(pid, parent_ref, h["lineage_up"])
             wb.put(parent_ref + pid, b"", h["lineage_down"])
@@ -120,22 +123,32 @@ class LineageStore:
             wb.put(camera + _SEP + ts + pid, b"", h["by_time"])
             if batch.labels[i]:
                 wb.put(batch.labels[i].encode() + _SEP + camera + _SEP + ts + pid, b"", h["by_label"])
-            if not parent:
-                frame_meta = {
-                    "camera": batch.cameras[i],
-                    "frame_no": int(batch.frame_no[i]),
-                    "ts": float(batch.pts[i]),
-                    "wall_time": float(batch.wall_time[i]),
-                    "width": float(batch.bboxes[i][2]),
-                    "height": float(batch.bboxes[i][3]),
-                }
-                wb.put(frame_key, json.dumps(frame_meta).encode(), h["frames"])
+            frame_meta = {
+                "camera": batch.cameras[i],
+                "frame_no": int(batch.frame_no[i]),
+                "ts": float(batch.pts[i]),
+                "wall_time": float(batch.wall_time[i]),
+            }
+            wb.put(frame_key, json.dumps(frame_meta).encode(), h["frames"])
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
         self._db.write(wb)
         return len(batch)
+
+    def _put_parent(self, wb: rocksdict.WriteBatch, parent: int, links: dict[str, Any],
+                    child_meta: dict[str, Any], frame_key: bytes) -> None:
+        """Store the pixel patch a feature patch was made from (its bbox, label, model)."""
+        h = self._handles
+        grand = int(links.get("parent_parent", 0))
+        ref = id_bytes(parent)
+        meta = {k: v for k, v in child_meta.items() if k in ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "score")}
+        meta.update(model=links.get("parent_model", ""), parent=grand, frame_key=frame_key.hex())
+        up = _PATCH_REF + id_bytes(grand) if grand else frame_key
+        wb.put(ref, json.dumps(meta).encode(), h["patches"])
+        wb.put(ref, up, h["lineage_up"])
+        wb.put(up + ref, b"", h["lineage_down"])
 
     def put(self, family: str, key: bytes, value: bytes) -> None:
         """Write one raw value (used by the offsets protocol and model selection)."""

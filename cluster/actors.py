@@ -1,0 +1,165 @@
+"""The Ray actors that host sources, operators and sinks.
+
+Each wraps one Ray-free component from ``operators/``. Batches travel between them as
+object refs (the object store hands numpy buffers over without copies); only small
+status values and acks come back to the driver.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.util import metrics
+
+from operators.base import Operator, OperatorContext, Sink, Source
+from streamvision.frames import FrameBatch
+from streamvision.patches import PatchBatch
+
+_LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
+def _merge(batches: tuple[Any, ...]) -> Any:
+    """One batch from several (dynamic batching)."""
+    if len(batches) == 1:
+        return batches[0]
+    if isinstance(batches[0], PatchBatch):
+        return PatchBatch.concat(batches)
+    return FrameBatch.concat(batches)
+
+
+class _Instrumented:
+    """Per-node Prometheus metrics through ``ray.util.metrics``."""
+
+    def _init_metrics(self, node_id: str) -> None:
+        self._tags = {"node": node_id}
+        self._items = metrics.Counter(
+            "streamvision_items_total", description="Frames or patches processed.", tag_keys=("node",))
+        self._batches = metrics.Counter(
+            "streamvision_batches_total", description="Batches processed.", tag_keys=("node",))
+        self._latency = metrics.Histogram(
+            "streamvision_batch_latency_ms", description="Time to process one batch.",
+            boundaries=_LATENCY_BOUNDS_MS, tag_keys=("node",))
+
+    def _record(self, items: int, started: float) -> None:
+        self._items.inc(items, tags=self._tags)
+        self._batches.inc(1, tags=self._tags)
+        self._latency.observe((time.perf_counter() - started) * 1000.0, tags=self._tags)
+
+
+@ray.remote
+class SourceActor(_Instrumented):
+    """Reads a source; on (re)start it resumes from the offsets the sink has stored."""
+
+    def __init__(self, node_id: str, source: Source, max_batch: int, sink: Any) -> None:
+        self._init_metrics(node_id)
+        self.source = source
+        self.max_batch = max_batch
+        self.sink = sink
+        self._iter: Any = None
+        self._opened = False
+
+    def open(self) -> bool:
+        """Open and check the input (raises the source's error)."""
+        if not self._opened:
+            self.source.open()
+            self._opened = True
+        return True
+
+    def _start(self) -> None:
+        self.open()
+        offsets = ray.get(self.sink.committed_offsets.remote()) if self.sink is not None else {}
+        self.source.seek(offsets)
+        self._iter = iter(self.source.read(self.max_batch))
+
+    @ray.method(num_returns=2)
+    def next(self) -> tuple[int, FrameBatch | None]:
+        """``(frames, batch)``; ``(-1, None)`` at end of stream."""
+        if self._iter is None:
+            self._start()
+        started = time.perf_counter()
+        batch = next(self._iter, None)
+        if batch is None:
+            return -1, None
+        self._record(len(batch), started)
+        return len(batch), batch
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Pass durably-done offsets to the source (Kafka commits them)."""
+        self.source.commit(offsets)
+
+    def stats(self) -> dict[str, Any]:
+        """The source's counters (e.g. dead-lettered messages), if it keeps any."""
+        stats = getattr(self.source, "stats", None)
+        return stats() if callable(stats) else {}
+
+    def close(self) -> None:
+        """Close the source."""
+        self.source.close()
+
+
+@ray.remote
+class OperatorActor(_Instrumented):
+    """Runs one replica of a transform; the model stays loaded for the actor's life."""
+
+    def __init__(self, node_id: str, operator: Operator, context: OperatorContext) -> None:
+        self._init_metrics(node_id)
+        self.operator = operator
+        if context.device.startswith("cuda"):
+            import torch
+
+            context = OperatorContext(device=context.device if torch.cuda.is_available() else "cpu",
+                                      num_threads=context.num_threads, replica=context.replica)
+        operator.setup(context)
+
+    def process(self, *batches: Any) -> Any:
+        """Transform the (merged) batches."""
+        started = time.perf_counter()
+        batch = _merge(batches)
+        out = self.operator.process(batch)
+        self._record(len(batch), started)
+        return out
+
+    def teardown(self) -> None:
+        """Release the operator's resources."""
+        self.operator.teardown()
+
+
+@ray.remote
+class SinkActor(_Instrumented):
+    """Writes batches durably; opens its stores lazily so a restart reopens them."""
+
+    def __init__(self, node_id: str, sink: Sink) -> None:
+        self._init_metrics(node_id)
+        self.sink = sink
+        self._opened = False
+
+    def open(self) -> bool:
+        """Open the stores."""
+        if not self._opened:
+            self.sink.open()
+            self._opened = True
+        return True
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """Offsets the store says are durably done."""
+        self.open()
+        return self.sink.committed_offsets()
+
+    def write(self, *batches: PatchBatch) -> dict[str, Any]:
+        """Write the (merged) batches in one go; return counts and completed offsets."""
+        self.open()
+        started = time.perf_counter()
+        batch = _merge(batches)
+        written = self.sink.write(batch)
+        self._record(len(batch), started)
+        return {"written": written, "offsets": getattr(self.sink, "last_offsets", {})}
+
+    def close(self) -> dict[str, Any]:
+        """Flush and close; return the sink's stats."""
+        self.open()
+        stats = self.sink.stats()
+        self.sink.close()
+        self._opened = False
+        return stats

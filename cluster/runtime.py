@@ -1,0 +1,379 @@
+"""Runs a validated :class:`~streamvision.dataflow.Dataflow` on Ray.
+
+The driver keeps only object refs and small counters. Each node is a pool of actors
+(see ``cluster/actors.py``); batches pass between pools as refs, so pixels go from
+actor to actor through the object store and never through the driver. The loop:
+
+1. pulls from a source only while the edge into its first operator has room
+   (bounded edges: a slow sink stops the source, memory stays bounded);
+2. hands queued refs to the least-loaded actor of each pool, merging several queued
+   batches up to ``max_batch`` frames or until ``max_wait_ms`` passed (dynamic batching);
+3. waits for any task to finish; sink acks carry the offsets a write completed, which go
+   back to the sources (Kafka commits them for lag monitoring).
+
+End of stream drains everything in flight and closes the sinks; Ctrl-C or
+``stop_after_s`` stops reading and drains the same way. Actors restart after a crash
+(``max_restarts``) and Ray retries their in-flight tasks (``max_task_retries``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+from ray.util import metrics
+
+from cluster.actors import OperatorActor, SinkActor, SourceActor
+from cluster.local import ensure_ray
+from operators.base import OperatorContext
+from streamvision.dataflow import Dataflow, Node
+from streamvision.errors import ConfigError, StreamVisionError
+
+_POLL_S = 0.02
+
+
+@dataclass
+class Progress:
+    """What the driver knows mid-run; passed to the ``progress`` callback."""
+
+    frames: int
+    written: int
+    elapsed_s: float
+    queue_depth: dict[str, int]
+
+    @property
+    def fps(self) -> float:
+        """Frames read per second so far."""
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class RunReport:
+    """The outcome of a run."""
+
+    name: str
+    frames: int
+    written: int
+    elapsed_s: float
+    stopped_early: bool
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over the whole run (after the actors were up)."""
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class _Entry:
+    ref: Any
+    frames: int
+    enqueued: float
+
+
+class _Pool:
+    """Driver-side view of one node's actors, its input queue and its in-flight tasks."""
+
+    def __init__(self, node: Node, actors: list[Any]) -> None:
+        self.node = node
+        self.actors = actors
+        self.queue: deque[_Entry] = deque()
+        self.load = [0] * len(actors)
+        self.inflight: dict[Any, tuple[int, int]] = {}  # ref -> (actor index, frames)
+        self.upstream_done = False
+
+    @property
+    def capacity(self) -> int:
+        return self.node.resources.capacity
+
+    def has_room(self) -> bool:
+        return len(self.queue) < self.capacity
+
+    def take_group(self, now: float) -> list[_Entry] | None:
+        """The next group of queued batches to submit, or ``None`` to wait for more."""
+        limit = self.node.resources.max_batch
+        if limit is None:
+            return [self.queue.popleft()]
+        group, frames = [], 0
+        for entry in self.queue:
+            if group and frames + entry.frames > limit:
+                break
+            group.append(entry)
+            frames += entry.frames
+        full = frames >= limit or len(group) < len(self.queue)
+        waited_ms = (now - self.queue[0].enqueued) * 1000.0
+        if not full and not self.upstream_done and waited_ms < self.node.resources.max_wait_ms:
+            return None
+        for _ in group:
+            self.queue.popleft()
+        return group
+
+
+class _Source:
+    def __init__(self, node: Node, actors: list[Any]) -> None:
+        self.node = node
+        self.actors = actors
+        self.pending: dict[Any, tuple[int, Any]] = {}  # status ref -> (actor index, batch ref)
+        self.done = [False] * len(actors)
+        self.turn = 0
+
+
+def _actor_options(node: Node) -> dict[str, Any]:
+    res = node.resources
+    return {
+        "num_cpus": res.num_cpus,
+        "num_gpus": res.num_gpus,
+        "max_restarts": res.max_restarts,
+        "max_task_retries": res.max_restarts,
+        "max_concurrency": 1,
+    }
+
+
+def _device(node: Node) -> str:
+    return "cuda" if node.resources.num_gpus > 0 else "cpu"
+
+
+def _unwrap(exc: ray.exceptions.RayTaskError) -> BaseException:
+    cause = exc.cause
+    return cause if isinstance(cause, StreamVisionError) else exc
+
+
+class _Driver:
+    def __init__(self, flow: Dataflow, progress: Callable[[Progress], None] | None) -> None:
+        self.flow = flow
+        self.progress = progress
+        self.sources: list[_Source] = []
+        self.pools: dict[str, _Pool] = {}
+        self.sinks: dict[str, _Pool] = {}
+        self.frames = 0
+        self.written = 0
+        self.stop = threading.Event()
+        self._queue_gauge = metrics.Gauge(
+            "streamvision_queue_depth", description="Batches queued or running on an edge.", tag_keys=("node",))
+
+    # ------------------------------------------------------------------ set-up
+    def start(self) -> None:
+        sink_nodes = [n for n in self.flow.nodes if n.kind == "sink"]
+        for node in sink_nodes:
+            actor = SinkActor.options(**_actor_options(node)).remote(node.id, node.component)
+            self.sinks[node.id] = _Pool(node, [actor])
+        first_sink = next(iter(self.sinks.values())).actors[0] if self.sinks else None
+        try:
+            for node in self.flow.nodes:
+                if node.kind == "source":
+                    actors = [
+                        SourceActor.options(**_actor_options(node)).remote(
+                            node.id, node.component, node.resources.max_batch, first_sink)
+                        for _ in range(node.resources.replicas)
+                    ]
+                    ray.get([a.open.remote() for a in actors])  # bad input fails before any write
+                    self.sources.append(_Source(node, actors))
+            ray.get([p.actors[0].open.remote() for p in self.sinks.values()])
+            for node in self.flow.nodes:
+                if node.kind == "operator":
+                    actors = [
+                        OperatorActor.options(**_actor_options(node)).remote(
+                            node.id, node.component,
+                            OperatorContext(_device(node), max(1, int(node.resources.num_cpus)), i))
+                        for i in range(node.resources.replicas)
+                    ]
+                    self.pools[node.id] = _Pool(node, actors)
+        except ray.exceptions.RayTaskError as exc:
+            self.kill_all()
+            raise _unwrap(exc) from None
+        except ray.exceptions.ActorDiedError as exc:
+            self.kill_all()
+            cause = getattr(exc, "cause", None) or exc
+            raise (cause if isinstance(cause, StreamVisionError) else exc) from None
+
+    def kill_all(self) -> None:
+        for group in [*(s.actors for s in self.sources), *(p.actors for p in self.pools.values()),
+                      *(p.actors for p in self.sinks.values())]:
+            for actor in group:
+                ray.kill(actor, no_restart=True)
+
+    def _children(self, node_id: str) -> list[_Pool]:
+        return [self.pools.get(n.id) or self.sinks[n.id] for n in self.flow.children(node_id)]
+
+    # ------------------------------------------------------------------ the loop
+    def _pull(self) -> None:
+        if self.stop.is_set():
+            return
+        for src in self.sources:
+            children = self._children(src.node.id)
+            per_actor = max(1, src.node.resources.capacity // len(src.actors))
+            for _ in range(len(src.actors)):
+                i = src.turn
+                src.turn = (src.turn + 1) % len(src.actors)
+                if src.done[i]:
+                    continue
+                outstanding = sum(1 for a, _ in src.pending.values() if a == i)
+                queued = sum(len(c.queue) for c in children) + len(src.pending)
+                if outstanding >= per_actor or queued >= min(c.capacity for c in children):
+                    continue
+                status, batch = src.actors[i].next.remote()
+                src.pending[status] = (i, batch)
+
+    def _dispatch(self, now: float) -> None:
+        for pool in [*self.pools.values(), *self.sinks.values()]:
+            children = self._children(pool.node.id)
+            while pool.queue and len(pool.inflight) < pool.capacity and all(c.has_room() for c in children):
+                group = pool.take_group(now)
+                if group is None:
+                    break
+                i = min(range(len(pool.actors)), key=pool.load.__getitem__)
+                actor = pool.actors[i]
+                refs = [e.ref for e in group]
+                out = actor.write.remote(*refs) if pool.node.kind == "sink" else actor.process.remote(*refs)
+                frames = sum(e.frames for e in group)
+                pool.inflight[out] = (i, frames)
+                pool.load[i] += 1
+                for child in children:
+                    child.queue.append(_Entry(out, frames, now))
+
+    def _waitables(self) -> list[Any]:
+        refs = [r for s in self.sources for r in s.pending]
+        for pool in [*self.pools.values(), *self.sinks.values()]:
+            refs.extend(pool.inflight)
+        return refs
+
+    def _complete(self, ready: list[Any]) -> None:
+        ready_set = set(ready)
+        now = time.perf_counter()
+        for src in self.sources:
+            for status in [r for r in src.pending if r in ready_set]:
+                i, batch = src.pending.pop(status)
+                n = ray.get(status)
+                if n < 0:
+                    src.done[i] = True
+                    continue
+                self.frames += n
+                for child in self._children(src.node.id):
+                    child.queue.append(_Entry(batch, n, now))
+        for pool in [*self.pools.values(), *self.sinks.values()]:
+            for ref in [r for r in pool.inflight if r in ready_set]:
+                i, _ = pool.inflight.pop(ref)
+                pool.load[i] -= 1
+                if pool.node.kind == "sink":
+                    ack = ray.get(ref)
+                    self.written += ack["written"]
+                    if ack["offsets"]:
+                        for src in self.sources:
+                            for actor in src.actors:
+                                actor.commit.remote(ack["offsets"])
+        self._mark_upstream_done()
+
+    def _mark_upstream_done(self) -> None:
+        for pool in [*self.pools.values(), *self.sinks.values()]:
+            up = pool.node.upstream
+            if up in self.pools:
+                upstream = self.pools[up]
+                pool.upstream_done = upstream.upstream_done and not upstream.queue and not upstream.inflight
+            else:
+                src = next(s for s in self.sources if s.node.id == up)
+                pool.upstream_done = (all(src.done) or self.stop.is_set()) and not src.pending
+
+    def _idle(self) -> bool:
+        sources_done = all(all(s.done) or self.stop.is_set() for s in self.sources)
+        return sources_done and not self._waitables() and not any(
+            p.queue for p in [*self.pools.values(), *self.sinks.values()])
+
+    def loop(self, started: float, stop_after_s: float | None) -> None:
+        last_progress = 0.0
+        while not self._idle():
+            now = time.perf_counter()
+            if stop_after_s is not None and now - started >= stop_after_s:
+                self.stop.set()
+            self._pull()
+            self._dispatch(now)
+            waitables = self._waitables()
+            if waitables:
+                ready, _ = ray.wait(waitables, num_returns=1, timeout=_POLL_S)
+                if ready:
+                    ready, _ = ray.wait(waitables, num_returns=len(waitables), timeout=0)
+                    self._complete(ready)
+            else:
+                self._mark_upstream_done()
+            if now - last_progress > 0.5:
+                last_progress = now
+                self._report(now - started)
+        self._report(time.perf_counter() - started)
+
+    def _report(self, elapsed: float) -> None:
+        depth = {}
+        for pool in [*self.pools.values(), *self.sinks.values()]:
+            depth[pool.node.id] = len(pool.queue) + len(pool.inflight)
+            self._queue_gauge.set(depth[pool.node.id], tags={"node": pool.node.id})
+        if self.progress is not None:
+            self.progress(Progress(self.frames, self.written, elapsed, depth))
+
+    def finish(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        sinks = {node_id: ray.get(pool.actors[0].close.remote()) for node_id, pool in self.sinks.items()}
+        sources = {}
+        for src in self.sources:
+            stats = ray.get([a.stats.remote() for a in src.actors])
+            sources[src.node.id] = {k: sum(s.get(k, 0) for s in stats) for s in stats for k in s}
+            ray.get([a.close.remote() for a in src.actors])
+        for pool in self.pools.values():
+            ray.get([a.teardown.remote() for a in pool.actors])
+        self.kill_all()
+        return sinks, sources
+
+
+def _check_fits(flow: Dataflow) -> None:
+    """Refuse a graph whose actors cannot all be placed (Ray would wait for ever)."""
+    have = ray.cluster_resources()
+    for resource, need in flow.required_resources().items():
+        if need > have.get(resource, 0.0) + 1e-9:
+            per_node = ", ".join(f"{n.id}: {n.resources.replicas} x {getattr(n.resources, 'num_' + resource.lower() + 's')}"
+                                 for n in flow.nodes)
+            raise ConfigError(
+                f"dataflow {flow.name!r} needs {need:g} {resource}s but the Ray cluster has "
+                f"{have.get(resource, 0.0):g} ({per_node}); lower replicas or num_cpus/num_gpus"
+            )
+
+
+def run_dataflow(
+    flow: Dataflow,
+    *,
+    address: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    stop_after_s: float | None = None,
+) -> RunReport:
+    """Run ``flow`` (already validated) on Ray until its sources end or it is stopped."""
+    ensure_ray(address)
+    _check_fits(flow)
+    driver = _Driver(flow, progress)
+    driver.start()
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum: int, frame: Any) -> None:
+            if driver.stop.is_set():  # a second Ctrl-C aborts the drain
+                raise KeyboardInterrupt
+            interrupted.set()
+            driver.stop.set()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    started = time.perf_counter()
+    try:
+        driver.loop(started, stop_after_s)
+        elapsed = time.perf_counter() - started
+        sinks, sources = driver.finish()
+    except ray.exceptions.RayTaskError as exc:
+        driver.kill_all()
+        raise _unwrap(exc) from None
+    except BaseException:
+        driver.kill_all()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return RunReport(flow.name, driver.frames, driver.written, elapsed,
+                     interrupted.is_set() or driver.stop.is_set(), sinks, sources)
