@@ -24,6 +24,11 @@ _BUILTIN: dict[str, str] = {
     "color_histogram": "operators.featurizers.color_histogram:ColorHistogram",
     "label_filter": "operators.filters.label_filter:LabelFilter",
     "store": "operators.sinks.store_sink:StoreSink",
+    "nanodet": "operators.detectors.nanodet:NanoDetDetector",
+    "hog_people": "operators.detectors.hog:HOGPeopleDetector",
+    "user_detector": "operators.detectors.user_model:UserDetector",
+    "efficientnet_lite0": "operators.featurizers.efficientnet:EfficientNetLite0Featurizer",
+    "torch_module": "operators.featurizers.torch_module:TorchModuleFeaturizer",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 
