@@ -98,6 +98,10 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
             ]
         return batch.derive(vectors, operator=self.name, extra=extra)
 
+    def spec(self) -> dict[str, object]:
+        """How to rebuild this operator from a pipeline file (stores record it to embed queries)."""
+        return {"op": "efficientnet_lite0", "options": {"top_k": self.top_k}}
+
     def teardown(self) -> None:
         """Drop the network."""
         self._net = None

@@ -104,6 +104,14 @@ class TorchModuleFeaturizer(Operator[PatchBatch, PatchBatch]):
             vectors = torch.nn.functional.normalize(vectors, dim=1)
         return batch.derive(vectors.cpu().numpy(), operator=self.name)
 
+    def spec(self) -> dict[str, object] | None:
+        """How to rebuild this operator from a pipeline file; ``None`` for an in-process module."""
+        if self.path is None:
+            return None
+        options = {"path": self.path, "dim": self.dim, "name": self.name, "size": self.size,
+                   "mean": list(self.mean), "std": list(self.std), "normalize": self.normalize}
+        return {"op": "torch_module", "options": options}
+
     def teardown(self) -> None:
         """Drop the module."""
         self._module = None if self.path else self._module
