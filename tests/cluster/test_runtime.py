@@ -1,0 +1,137 @@
+"""The Ray runtime on the real video: bounded edges, draining, dynamic batching, errors, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from operators.base import Operator, Sink
+from operators.featurizers.color_histogram import ColorHistogram
+from operators.patches.whole_frame import WholeFramePatches
+from operators.sinks.store_sink import StoreSink
+from operators.sources.video_file import VideoFileSource
+from streamvision.dataflow import Dataflow
+from streamvision.errors import ConfigError, InputError
+from streamvision.types import PatchType
+
+
+def _slow_sink(delay_s: float):
+    """A sink that takes ``delay_s`` per write and remembers the batch sizes it saw."""
+
+    class SlowSink(Sink):
+        name = "slow_sink"
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def input_type(self) -> PatchType:
+            return PatchType()
+
+        def write(self, batch) -> int:
+            time.sleep(delay_s)
+            self.sizes.append(len(batch))
+            return len(batch)
+
+        def stats(self) -> dict:
+            return {"batches": len(self.sizes), "largest": max(self.sizes, default=0), "written": sum(self.sizes)}
+
+    return SlowSink()
+
+
+def test_slow_sink_bounds_what_is_in_flight(ray_cluster, vtest_path):
+    flow = Dataflow("backpressure")
+    (flow.source(VideoFileSource(path=str(vtest_path), every=4), max_batch=4)
+         .then(WholeFramePatches())
+         .sink(_slow_sink(0.05), max_in_flight=2))
+    lag = []
+    report = flow.run(progress=lambda p: lag.append(p.frames - p.written))
+    assert report.frames == report.written == 199
+    # source pending (2) + the operator's edge (2 queued + 2 running) + the sink's (2 + 2), 4 frames each
+    assert max(lag) <= 10 * 4
+    assert report.sinks["slow_sink"]["largest"] == 4  # no merging without max_batch
+
+
+def test_dynamic_batching_merges_queued_batches(ray_cluster, vtest_path):
+    flow = Dataflow("batching")
+    (flow.source(VideoFileSource(path=str(vtest_path), every=4), max_batch=2)
+         .then(WholeFramePatches())
+         .sink(_slow_sink(0.1), max_batch=8, max_wait_ms=50))
+    report = flow.run()
+    assert report.written == 199
+    assert 2 < report.sinks["slow_sink"]["largest"] <= 8
+
+
+def test_stop_drains_everything_in_flight(ray_cluster, vtest_path):
+    flow = Dataflow("stop")
+    flow.source(VideoFileSource(path=str(vtest_path)), max_batch=4).then(WholeFramePatches()).sink(_slow_sink(0.05))
+    report = flow.run(stop_after_s=1.0)
+    assert report.stopped_early
+    assert 0 < report.frames < 795
+    assert report.written == report.frames  # what was read was written: nothing dropped
+
+
+def test_operator_error_surfaces_with_its_message(ray_cluster, vtest_path):
+    class Exploding(Operator):
+        name = "exploding"
+
+        def input_type(self):
+            return PatchType()
+
+        def output_type(self, upstream):
+            return upstream
+
+        def process(self, batch):
+            raise InputError("patch 3 is corrupt")
+
+    flow = Dataflow("error")
+    flow.source(VideoFileSource(path=str(vtest_path), every=50)).then(WholeFramePatches()).then(
+        Exploding(), max_restarts=0).sink(_slow_sink(0.0))
+    with pytest.raises(InputError, match="patch 3 is corrupt"):
+        flow.run()
+
+
+def test_bad_input_fails_before_the_store_is_touched(ray_cluster, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n" * 10)
+    flow = Dataflow("bad")
+    flow.source(VideoFileSource(path=str(bad))).then(WholeFramePatches()).then(ColorHistogram()).sink(
+        StoreSink(data=str(tmp_path / "data")))
+    with pytest.raises(InputError, match="not a readable video"):
+        flow.run()
+    assert not (tmp_path / "data").exists()
+
+
+def test_graph_that_cannot_be_placed_is_refused(ray_cluster, vtest_path):
+    flow = Dataflow("too-big")
+    flow.source(VideoFileSource(path=str(vtest_path))).then(WholeFramePatches(), replicas=4).sink(_slow_sink(0.0))
+    with pytest.raises(ConfigError, match=r"needs 5 CPUs but the Ray cluster has 2"):
+        flow.run()
+
+
+def test_killed_operator_actor_restarts_and_nothing_is_lost(ray_cluster, vtest_path, tmp_path):
+    from ray.util.state import list_actors
+
+    def kill_one_featurizer() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            alive = list_actors(filters=[("class_name", "=", "OperatorActor"), ("state", "=", "ALIVE")])
+            if alive and alive[0].pid:
+                time.sleep(1.0)
+                os.kill(alive[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    flow = Dataflow("restart")
+    (flow.source(VideoFileSource(path=str(vtest_path), every=2), max_batch=8)
+         .then(WholeFramePatches()).then(ColorHistogram(bins=4, grid=1))
+         .sink(StoreSink(data=str(tmp_path / "data"))))
+    killer = threading.Thread(target=kill_one_featurizer)
+    killer.start()
+    report = flow.run()
+    killer.join()
+    assert report.frames == 398
+    assert report.sinks["store"]["indexed"] == 398
