@@ -4,12 +4,14 @@
   k-means cells (FAISS ``Kmeans``), each with a centroid ``c`` and radius ``R`` (the largest
   distance of a member from ``c``). By Cauchy-Schwarz ``a.b <= a.c + |a| R`` for every
   member ``b`` of the cell, so a cell whose bound is ``<= t`` cannot hold a match and is
-  skipped (one level of DeepLens' ball tree, an "on-the-fly index"). The remaining
-  blocks are scanned with matrix products (BLAS, every core) and the surviving pairs are
-  re-scored in float64.
+  skipped (one level of DeepLens' ball tree, an "on-the-fly index"); a self-join scores
+  each pair of cells once. The remaining blocks are scanned with matrix products (BLAS,
+  every core); pairs whose float32 score is within a small slack of ``t`` are decided by
+  their float64 score.
 * :func:`nested_loop_join` / :func:`nested_loop_self_join` are the tuple-at-a-time
-  baseline kept to check results: they score pairs with the very same float64 arithmetic,
-  so the two agree pair for pair.
+  baseline kept to check results: they score pairs in float64 with the same arithmetic
+  used for the close calls, so the two agree pair for pair; reported scores agree to
+  float32 precision.
 
 Results are ``(ids_a, ids_b, scores)`` sorted by ``(ids_a, ids_b)``; a self-join reports each
 unordered pair once with ``ids_a < ids_b``.
@@ -138,17 +140,21 @@ def index_join(
         return empty, empty.copy(), np.zeros(0, np.float64)
     nlist = max(1, min(len(B) // 8, int(np.sqrt(len(B))))) if nlist is None else max(1, min(nlist, len(B)))
     C, G, cell, R = _cells(B, nlist, seed)
+    symmetric = _upper_only and A is B
     AC = G if A is B else A @ C.T
     norm_a = np.linalg.norm(A, axis=1)
     slack = _SLACK * max(1.0, float(norm_a.max()) * float(np.linalg.norm(B, axis=1).max()))
     members = np.argsort(cell, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=len(C)))])
-    ia_parts, ib_parts = [], []
+    ia_parts, ib_parts, s_parts = [], [], []
     for j in range(len(C)):
         rows_b = members[bounds[j]:bounds[j + 1]]
         if len(rows_b) == 0:
             continue
-        cand = np.flatnonzero(AC[:, j] + norm_a * R[j] > t - slack)
+        possible = AC[:, j] + norm_a * R[j] > t - slack
+        if symmetric:  # a self-join scores each pair of cells once: cell(a) >= j
+            possible &= cell >= j
+        cand = np.flatnonzero(possible)
         Bj = B[rows_b]
         for start in range(0, len(cand), _BLOCK):
             rows_a = cand[start:start + _BLOCK]
@@ -156,12 +162,20 @@ def index_join(
             ra, rb = np.nonzero(S > t - slack)
             ia_parts.append(rows_a[ra])
             ib_parts.append(rows_b[rb])
+            s_parts.append(S[ra, rb])
     ia = np.concatenate(ia_parts) if ia_parts else empty
     ib = np.concatenate(ib_parts) if ib_parts else empty
-    if _upper_only:
+    s = np.concatenate(s_parts).astype(np.float64) if s_parts else np.zeros(0, np.float64)
+    if symmetric:  # pairs across cells were scored once, pairs inside a cell in both orders
+        keep = (cell[ia] != cell[ib]) | (ids_a[ia] < ids_b[ib])
+        ia, ib, s = ia[keep], ib[keep], s[keep]
+        swap = ids_a[ia] > ids_b[ib]
+        ia, ib = np.where(swap, ib, ia), np.where(swap, ia, ib)
+    elif _upper_only:
         keep = ids_a[ia] < ids_b[ib]
-        ia, ib = ia[keep], ib[keep]
-    s = pair_scores(A, B, ia, ib)
+        ia, ib, s = ia[keep], ib[keep], s[keep]
+    unsure = np.flatnonzero(s <= t + slack)  # near the threshold: decide with the exact float64 score
+    s[unsure] = pair_scores(A, B, ia[unsure], ib[unsure])
     keep = s > t
     return _finish(ids_a, ids_b, ia[keep], ib[keep], s[keep])
 
