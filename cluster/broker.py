@@ -89,7 +89,7 @@ def broker_ready(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms,
-            api_version_auto_timeout_ms=timeout_ms, client_id="streamvision-probe",
+            client_id="streamvision-probe",
         )
     except (KafkaError, OSError, ValueError):
         return False
@@ -207,7 +207,7 @@ class EmbeddedBroker:
         url = f"tcp://{HOST}:{self.port}"
         cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id]
-        with open(self.log_file, "ab") as log:
+        with open(self.log_file, "wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=detach)
         try:
@@ -230,7 +230,9 @@ class EmbeddedBroker:
                           else f"tansu exited with status {code}")
                 raise BrokerError(f"the broker did not start: {reason}. Log tail:\n{self._log_tail()}")
             if port_in_use(self.port) and broker_ready(self.bootstrap_servers, timeout_s=1.0):
-                if self._proc.poll() is None:
+                # Another process on the port also answers: make sure ours did not die on the clash.
+                time.sleep(0.2)
+                if self._proc.poll() is None and "AddrInUse" not in self._log_tail(50):
                     return
             time.sleep(0.05)
         raise BrokerError(f"the broker was not ready within {timeout_s:.0f} s. Log tail:\n{self._log_tail()}")

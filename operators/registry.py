@@ -20,6 +20,7 @@ from streamvision.errors import ConfigError
 _BUILTIN: dict[str, str] = {
     "video_file": "operators.sources.video_file:VideoFileSource",
     "image_folder": "operators.sources.image_folder:ImageFolderSource",
+    "kafka": "operators.sources.kafka_source:KafkaSource",
     "whole_frame": "operators.patches.whole_frame:WholeFramePatches",
     "color_histogram": "operators.featurizers.color_histogram:ColorHistogram",
     "label_filter": "operators.filters.label_filter:LabelFilter",

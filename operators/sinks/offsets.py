@@ -7,13 +7,19 @@ highest *contiguous* done offset, in the same ``WriteBatch`` as the results.
 Sources describe what a batch completes in ``batch.meta["offset_ranges"]``: a list of
 ``[topic, partition, first, last, base]`` with ``first..last`` inclusive and ``base`` the
 offset the source resumed that partition from (the contiguous run starts there when the
-store has no watermark yet).
+store has no watermark yet). A message whose frames are split over several batches is
+named in each of them as ``[topic, partition, first, last, base, part, parts]``; it is done
+once all ``parts`` parts have been completed.
 
 >>> tracker = OffsetTracker({})
 >>> tracker.complete([["t", 0, 5, 9, 0]])   # 0..4 not done yet: no progress
 {}
 >>> tracker.complete([["t", 0, 0, 4, 0]])
 {('t', 0): 10}
+>>> tracker.complete([["t", 0, 10, 10, 0, 1, 2]])  # second half of message 10 only
+{}
+>>> tracker.complete([["t", 0, 10, 10, 0, 0, 2]])
+{('t', 0): 11}
 """
 
 from __future__ import annotations
@@ -33,26 +39,52 @@ class OffsetTracker:
     def __init__(self, stored: dict[PartitionKey, int]) -> None:
         self._next: dict[PartitionKey, int] = dict(stored)
         self._pending: dict[PartitionKey, list[tuple[int, int]]] = {}
+        self._parts: dict[tuple[PartitionKey, int, int, int], set[int]] = {}
 
     @property
     def watermarks(self) -> dict[PartitionKey, int]:
         """Current ``(topic, partition) -> next offset`` for every partition seen."""
         return dict(self._next)
 
+    def _whole(self, key: PartitionKey, first: int, last: int, part: int, parts: int) -> bool:
+        """Record one part of a split message; ``True`` once every part has been seen."""
+        if not 0 <= part < parts:
+            raise ValueError(f"offset range part {part} is not in 0..{parts - 1}")
+        slot = (key, first, last, parts)
+        seen = self._parts.setdefault(slot, set())
+        seen.add(part)
+        if len(seen) < parts:
+            return False
+        del self._parts[slot]
+        return True
+
     def complete(self, ranges: Sequence[Sequence[object]]) -> dict[PartitionKey, int]:
-        """Mark ranges done; return the partitions whose watermark advanced, with the new value."""
+        """Mark ranges done; return the partitions whose watermark advanced, with the new value.
+
+        Raises:
+            ValueError: an entry has neither 5 nor 7 fields, or ``first > last``.
+        """
         touched: set[PartitionKey] = set()
-        for topic, partition, first, last, base in ranges:
+        for entry in ranges:
+            if len(entry) not in (5, 7):
+                raise ValueError(f"an offset range has 5 or 7 fields, got {list(entry)!r}")
+            topic, partition, first, last, base = entry[:5]
             key = (str(topic), int(partition))  # type: ignore[call-overload]
+            first, last = int(first), int(last)  # type: ignore[call-overload]
+            if first > last:
+                raise ValueError(f"offset range {list(entry)!r} has first > last")
             self._next.setdefault(key, int(base))  # type: ignore[call-overload]
-            self._pending.setdefault(key, []).append((int(first), int(last)))  # type: ignore[call-overload]
+            if last < self._next[key]:
+                continue  # already durable (a retried or re-read batch)
+            if len(entry) == 7 and not self._whole(key, first, last, int(entry[5]), int(entry[6])):  # type: ignore[call-overload]
+                continue
+            self._pending.setdefault(key, []).append((first, last))
             touched.add(key)
         advanced: dict[PartitionKey, int] = {}
         for key in touched:
             start = self._next[key]
-            spans = sorted(self._pending[key])
             remaining = []
-            for first, last in spans:
+            for first, last in sorted(self._pending[key]):
                 if first <= self._next[key]:
                     self._next[key] = max(self._next[key], last + 1)
                 else:
@@ -60,4 +92,5 @@ class OffsetTracker:
             self._pending[key] = [(f, l) for f, l in remaining if l >= self._next[key]]
             if self._next[key] != start:
                 advanced[key] = self._next[key]
+        self._parts = {slot: seen for slot, seen in self._parts.items() if slot[2] >= self._next[slot[0]]}
         return advanced

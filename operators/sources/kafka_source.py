@@ -1,0 +1,390 @@
+"""Frames from a Kafka topic: a consumer-group member that decodes the wire format.
+
+Each replica of this source is one consumer in a group, so replicas split the topic's
+partitions (and take them over on rebalance). Messages are decoded by ``sv-kind``
+(:mod:`streamvision.wire`); every frame is stamped with its lineage key
+``KafkaKey(topic, partition, offset, index_in_message)``.
+
+Effectively-once (ARCHITECTURE section 5): every batch carries
+``meta["offset_ranges"] = [[topic, partition, first, last, base], ...]`` naming the messages it
+completes, and a message split over several batches (a long segment) is named in each part
+as ``[topic, partition, first, last, base, part, parts]``; the sink's
+:class:`~operators.sinks.offsets.OffsetTracker` turns them into a durable watermark.
+``seek()`` resumes each partition from those stored offsets (also when a rebalance hands
+this replica a partition), and ``commit()`` copies them to Kafka for lag monitoring.
+
+Bad messages (empty, oversize, unknown ``sv-version``, bad headers, corrupt JPEG, truncated
+segment, wrong shape) go to ``<topic>.dlq`` with the original key, value and headers plus an
+``sv-error`` header; they are counted (``stats()``, ``meta["dead_letters"]``) and their
+offsets reported done once the dead letter is acknowledged, while good messages keep flowing.
+
+Backpressure: the runtime stops pulling ``read()``'s generator while the downstream edge is
+full; the source then holds at most one poll's worth of decoded frames and keeps its
+partitions paused while such a backlog waits.
+
+``until_end=True`` (bounded mode) stops once every assigned partition is read up to its
+fetch high-water mark (``consumer.highwater``; the embedded broker's ``end_offsets`` is
+wrong after multi-record batches).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from operators.base import Source
+from operators.kafka_settings import KafkaSettings, ensure_topic
+from streamvision import wire
+from streamvision.errors import ConfigError
+from streamvision.frames import FrameBatch
+from streamvision.lineage import KafkaKey
+from streamvision.types import FrameType
+
+log = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]
+
+
+@dataclass
+class _Pending:
+    """Frames and completed offsets of the batch being built."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    cameras: list[str] = field(default_factory=list)
+    frame_no: list[int] = field(default_factory=list)
+    pts: list[float] = field(default_factory=list)
+    wall_time: list[float] = field(default_factory=list)
+    ranges: list[list[Any]] = field(default_factory=list)
+    dead_letters: list[list[Any]] = field(default_factory=list)
+
+    def size(self) -> tuple[int, int] | None:
+        return None if not self.images else (int(self.images[0].shape[0]), int(self.images[0].shape[1]))
+
+    def empty(self) -> bool:
+        return not self.images and not self.ranges
+
+    def add_range(self, topic: str, partition: int, first: int, last: int, base: int) -> None:
+        """Extend the partition's last whole-message range when contiguous, else start one."""
+        for entry in reversed(self.ranges):
+            if len(entry) == 5 and entry[0] == topic and entry[1] == partition:
+                if entry[3] + 1 == first:
+                    entry[3] = last
+                    return
+                break
+        self.ranges.append([topic, partition, first, last, base])
+
+
+class KafkaSource(Source):
+    """A consumer-group source of frames from Kafka topics in StreamVision's wire format.
+
+    Args:
+        topic: one topic or a list of topics.
+        bootstrap_servers: ``host:port[,...]``.
+        group_id: the consumer group (replicas of one source share it).
+        until_end: stop at the fetch high-water mark of every assigned partition (bounded mode).
+        height, width: required frame size; messages of another size are dead letters
+            (``None``: any size; a size change starts a new batch).
+        dead_letters: send bad messages to ``<topic>.dlq`` (``False``: only count and log them).
+        max_message_bytes: largest payload decoded; larger ones are dead letters.
+        max_pixels: largest picture decoded.
+        poll_timeout_ms: how long one poll waits for records.
+        idle_end_s: in bounded mode, stop after this long with no partition assigned.
+        session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms: group membership timing.
+        kafka_options: kafka-python options passed through (security: ``security_protocol``,
+            ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``, ...).
+    """
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        *,
+        topic: str | list[str],
+        bootstrap_servers: str | list[str],
+        group_id: str = "streamvision",
+        until_end: bool = False,
+        height: int | None = None,
+        width: int | None = None,
+        dead_letters: bool = True,
+        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        max_pixels: int = wire.DEFAULT_MAX_PIXELS,
+        poll_timeout_ms: int = 200,
+        idle_end_s: float = 30.0,
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 3000,
+        max_poll_interval_ms: int = 300000,
+        kafka_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
+        if not self.topics or not all(self.topics):
+            raise ConfigError("kafka source: give at least one non-empty topic")
+        if any(t.endswith(".dlq") for t in self.topics):
+            raise ConfigError("kafka source: reading a dead-letter topic (*.dlq) as frames is not supported")
+        if (height is None) != (width is None) or (height is not None and (height <= 0 or width <= 0)):  # type: ignore[operator]
+            raise ConfigError("kafka source: give both height and width (positive) or neither")
+        if not group_id:
+            raise ConfigError("kafka source: group_id is empty")
+        self.settings = KafkaSettings(bootstrap_servers, dict(kafka_options or {}))
+        self.group_id = group_id
+        self.until_end = until_end
+        self.frame_size = None if height is None else (int(height), int(width))  # type: ignore[arg-type]
+        self.dead_letters = dead_letters
+        self.max_message_bytes = max_message_bytes
+        self.max_pixels = max_pixels
+        self.poll_timeout_ms = poll_timeout_ms
+        self.idle_end_s = idle_end_s
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self._consumer: Any = None
+        self._dlq: Any = None
+        self._dlq_sent: list[Any] = []
+        self._stored: dict[PartitionKey, int] = {}
+        self._base: dict[PartitionKey, int | None] = {}
+        self._next: dict[PartitionKey, int] = {}
+        self._paused = False
+        self._last_size: tuple[int, int] | None = None
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._reasons: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------------ life cycle
+    def output_type(self) -> FrameType:
+        """Frames of the required size, or of any size."""
+        h, w = self.frame_size or (None, None)
+        return FrameType(height=h, width=w)
+
+    def open(self) -> None:
+        """Create the consumer and subscribe (partitions are assigned on the first poll)."""
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        source = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                source._on_revoked(revoked)
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                source._on_assigned(assigned)
+
+        fetch = self.max_message_bytes + 1024 * 1024
+        self._consumer = KafkaConsumer(
+            **self.settings.client_config("consumer"),
+            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+            max_partition_fetch_bytes=fetch, fetch_max_bytes=max(fetch, 50 * 1024 * 1024),
+        )
+        self._consumer.subscribe(self.topics, listener=_Listener())
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Resume from the sink's durable ``(topic, partition) -> next offset``."""
+        self._stored.update({(str(t), int(p)): int(o) for (t, p), o in offsets.items() if t in self.topics})
+        if self._consumer is not None:
+            for tp in self._consumer.assignment():
+                self._start_partition(tp)
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Record durable offsets (used on rebalance) and commit ours to Kafka for lag monitoring."""
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        for key, offset in offsets.items():
+            key = (str(key[0]), int(key[1]))
+            self._stored[key] = max(self._stored.get(key, 0), int(offset))
+        if self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        mine = {TopicPartition(t, p): OffsetAndMetadata(int(o), "", -1)
+                for (t, p), o in offsets.items() if TopicPartition(t, p) in assigned}
+        if mine:
+            self._consumer.commit_async(mine)
+
+    def close(self) -> None:
+        """Flush dead letters and leave the group."""
+        try:
+            if self._dlq is not None:
+                self._dlq.flush(timeout=30)
+                self._dlq.close()
+        finally:
+            self._dlq = None
+            if self._consumer is not None:
+                self._consumer.close(autocommit=False)
+                self._consumer = None
+
+    def stats(self) -> dict[str, Any]:
+        """Messages, frames and dead letters seen by this replica (with reasons)."""
+        return {**self._counts, "dead_letter_reasons": dict(self._reasons)}
+
+    # ------------------------------------------------------------------ rebalance
+    def _start_partition(self, tp: Any) -> None:
+        key = (tp.topic, tp.partition)
+        stored = self._stored.get(key)
+        if stored is not None:
+            self._consumer.seek(tp, stored)
+        else:
+            self._consumer.seek_to_beginning(tp)
+        # Offsets before ``base`` are durably done; ``None`` until the first record shows the log start.
+        self._base[key] = stored
+        if stored is not None:
+            self._next[key] = stored
+        else:
+            self._next.pop(key, None)
+
+    def _on_assigned(self, assigned: Any) -> None:
+        log.info("kafka source %s: assigned %s", self.group_id, sorted((t.topic, t.partition) for t in assigned))
+        self._paused = False
+        for tp in assigned:
+            self._start_partition(tp)
+
+    def _on_revoked(self, revoked: Any) -> None:
+        # Nothing decoded is buffered here: read() polls only once its batches are all yielded.
+        for tp in revoked:
+            self._base.pop((tp.topic, tp.partition), None)
+            self._next.pop((tp.topic, tp.partition), None)
+
+    # ------------------------------------------------------------------ reading
+    def read(self, max_batch: int) -> Iterator[FrameBatch]:
+        """Yield frame batches of at most ``max_batch`` frames until stopped (or the end, if bounded)."""
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        if self._consumer is None:
+            self.open()
+        consumer = self._consumer
+        ready: collections.deque[FrameBatch] = collections.deque()
+        idle_since = time.monotonic()
+        while True:
+            if self._paused:
+                consumer.resume(*consumer.assignment())
+                self._paused = False
+            records = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=max_batch)
+            pending = _Pending()
+            for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
+                if tp not in consumer.assignment():
+                    continue
+                for record in records[tp]:
+                    pending = self._take(record, pending, ready, max_batch)
+            if not pending.empty():
+                ready.append(self._finish(pending))
+            if ready:
+                self._confirm_dead_letters()
+            while ready:
+                batch = ready.popleft()
+                if ready and not self._paused and consumer.assignment():
+                    consumer.pause(*consumer.assignment())
+                    self._paused = True
+                yield batch
+            if consumer.assignment():
+                idle_since = time.monotonic()
+            if self.until_end and not records and self._at_end(idle_since):
+                return
+
+    def _at_end(self, idle_since: float) -> bool:
+        consumer = self._consumer
+        assigned = consumer.assignment()
+        if not assigned:
+            return time.monotonic() - idle_since > self.idle_end_s
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            if high is None or consumer.position(tp) < high:
+                return False
+        return True
+
+    def _take(self, record: Any, pending: _Pending, ready: collections.deque[FrameBatch],
+              max_batch: int) -> _Pending:
+        """Decode one record into ``pending``; move full batches to ``ready``; return the open batch."""
+        key = (record.topic, record.partition)
+        if self._base.get(key) is None:
+            self._base[key] = record.offset  # read from the log start: nothing before it exists
+        first = min(self._next.get(key, record.offset), record.offset)  # cover offset gaps
+        base = self._base[key]
+        self._next[key] = record.offset + 1
+        self._counts["messages"] += 1
+        try:
+            decoded = wire.decode(record.value, record.headers, max_bytes=self.max_message_bytes,
+                                  max_pixels=self.max_pixels)
+            size = (int(decoded.images.shape[1]), int(decoded.images.shape[2]))
+            if self.frame_size is not None and size != self.frame_size:
+                raise wire.WrongShape(f"frames are {size[0]}x{size[1]}, this source requires "
+                                      f"{self.frame_size[0]}x{self.frame_size[1]}")
+        except Exception as exc:  # untrusted input: any decoder failure is a dead letter
+            self._dead_letter(record, exc)
+            pending.dead_letters.append([record.topic, record.partition, record.offset,
+                                         wire.error_reason(wire.error_header(exc))])
+            pending.add_range(record.topic, record.partition, first, record.offset, base)
+            return pending
+        n = len(decoded)
+        self._counts["frames"] += n
+        if pending.images and (pending.size() != size or len(pending.images) + n > max_batch):
+            ready.append(self._finish(pending))
+            pending = _Pending()
+        parts = max(1, -(-n // max_batch))
+        for part in range(parts):
+            lo, hi = part * max_batch, min(n, (part + 1) * max_batch)
+            for i in range(lo, hi):
+                pending.images.append(decoded.images[i])
+                pending.keys.append(KafkaKey(record.topic, record.partition, record.offset, i).encode())
+                pending.cameras.append(decoded.header.camera)
+                pending.frame_no.append(int(decoded.frame_no[i]))
+                pending.pts.append(float(decoded.pts[i]))
+                pending.wall_time.append(float(decoded.wall_time[i]))
+            if parts == 1:
+                pending.add_range(record.topic, record.partition, first, record.offset, base)
+            else:
+                pending.ranges.append([record.topic, record.partition, first, record.offset, base, part, parts])
+                ready.append(self._finish(pending))
+                pending = _Pending()
+        return pending
+
+    def _finish(self, pending: _Pending) -> FrameBatch:
+        size = pending.size() or self._last_size or self.frame_size or (0, 0)
+        self._last_size = size
+        meta: dict[str, object] = {"offset_ranges": pending.ranges}
+        if pending.dead_letters:
+            meta["dead_letters"] = pending.dead_letters
+        images = np.stack(pending.images) if pending.images else np.zeros((0, *size, 3), np.uint8)
+        return FrameBatch(
+            keys=pending.keys, cameras=pending.cameras,
+            frame_no=np.asarray(pending.frame_no, np.int64), pts=np.asarray(pending.pts, np.float64),
+            wall_time=np.asarray(pending.wall_time, np.float64), images=images, meta=meta,
+        )
+
+    # ------------------------------------------------------------------ dead letters
+    def _dead_letter(self, record: Any, exc: BaseException) -> None:
+        reason = wire.error_header(exc)
+        self._counts["dead_letters"] += 1
+        self._reasons[wire.error_reason(reason)] += 1
+        log.warning("kafka source: %s/%d@%d is a dead letter: %s", record.topic, record.partition,
+                    record.offset, reason.decode(errors="replace"))
+        if not self.dead_letters:
+            return
+        if self._dlq is None:
+            from kafka import KafkaProducer
+
+            for topic in self.topics:
+                try:
+                    ensure_topic(self.settings, f"{topic}.dlq", 1)
+                except Exception as err:  # the broker may auto-create it, or forbid admin calls
+                    log.warning("could not create %s.dlq: %s", topic, err)
+            size = self.max_message_bytes + 2 * 1024 * 1024
+            self._dlq = KafkaProducer(**self.settings.client_config("producer"), acks="all", max_request_size=size)
+        headers = [(k, v) for k, v in (record.headers or []) if k != wire.H_ERROR]
+        headers += [(wire.H_ERROR, reason), ("sv-dlq-topic", record.topic.encode()),
+                    ("sv-dlq-partition", str(record.partition).encode()),
+                    ("sv-dlq-offset", str(record.offset).encode())]
+        self._dlq_sent.append(
+            self._dlq.send(f"{record.topic}.dlq", key=record.key, value=record.value or b"", headers=headers))
+
+    def _confirm_dead_letters(self) -> None:
+        """Wait until every dead letter is acknowledged before its offset is reported done."""
+        if not self._dlq_sent:
+            return
+        self._dlq.flush(timeout=60)
+        for future in self._dlq_sent:
+            future.get(timeout=60)  # raises if the dead letter was not stored: the source restarts
+        self._dlq_sent.clear()
