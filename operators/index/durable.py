@@ -111,6 +111,7 @@ class DurableShard:
         if meta is None:
             self.index = IndexShard(dim, factory, **options)
             self.offsets: Offsets = {}
+            self._write_snapshot()  # records factory and dim at once
         else:
             if meta["factory"] != factory or meta["dim"] != dim:
                 raise ConfigError(
@@ -119,7 +120,10 @@ class DurableShard:
                 )
             self.index = IndexShard.load(self.dir / "index.faiss", factory=factory, **options)
             self.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
-        self._log = _open_log(self.dir / "log")
+        try:
+            self._log = _open_log(self.dir / "log")
+        except Exception as exc:  # rocksdict raises a bare Exception for a held lock
+            raise ConfigError(f"cannot open {self.dir / 'log'} (is another service using it?): {exc}") from exc
         self._vectors = self._log.get_column_family("vectors")
         self._removed = self._log.get_column_family("removed")
         self._handles = {name: self._log.get_column_family_handle(name) for name in _FAMILIES}
@@ -224,6 +228,14 @@ class DurableShard:
         """
         if offsets is not None:
             self.offsets = {(str(t), int(p)): int(o) for (t, p), o in offsets.items()}
+        meta = self._write_snapshot()
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for key in self._vectors.keys():
+            wb.delete(key, self._handles["vectors"])
+        self._log.write(wb)
+        return meta
+
+    def _write_snapshot(self) -> dict[str, Any]:
         self.index.save(self.dir / "index.faiss")
         meta = {
             "factory": self.index.factory,
@@ -234,10 +246,6 @@ class DurableShard:
         tmp = self.dir / "snapshot.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.dir / "snapshot.json")
-        wb = rocksdict.WriteBatch(raw_mode=True)
-        for key in self._vectors.keys():
-            wb.delete(key, self._handles["vectors"])
-        self._log.write(wb)
         return meta
 
     # ------------------------------------------------------------------ reads
