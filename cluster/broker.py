@@ -85,11 +85,16 @@ def broker_ready(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    try:
+        socket.create_connection((host or HOST, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError):
+        return False  # fail fast: kafka-python would retry its bootstrap for 30 s
     timeout_ms = max(500, int(timeout_s * 1000))
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms,
-            client_id="streamvision-probe",
+            bootstrap_timeout_ms=timeout_ms, client_id="streamvision-probe",
         )
     except (KafkaError, OSError, ValueError):
         return False
