@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from cluster.index_service import VectorIndexService
 from operators.index.filters import Where, where_ids
@@ -14,6 +16,7 @@ from operators.index.joins import nested_loop_join, nested_loop_self_join
 from operators.stores.lineage_store import LineageStore
 from streamvision.errors import ConfigError, InputError
 from streamvision.lineage import FileKey
+from streamvision.cli_index import app as cli_app
 from streamvision.patches import PatchBatch
 
 DIM = 256
@@ -181,3 +184,55 @@ def test_append_only_service_falls_back_to_cpu_without_gpu(ray_cluster, tmp_path
         with pytest.raises(InputError, match="append-only"):
             svc.remove(photos.ids[:1])
         assert svc.ntotal == len(photos)
+
+
+@pytest.fixture
+def data_dir(tmp_path, photos) -> Path:
+    """A data directory as `streamvision ingest` leaves it: manifest + lineage store."""
+    with LineageStore(tmp_path / "lineage") as store:
+        store.write_patches(photos)
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": 1, "dim": DIM, "factory": "Flat"}))
+    return tmp_path
+
+
+def run_cli(*args: str) -> dict:
+    result = CliRunner().invoke(cli_app, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_cli_threshold_near_duplicates_join_with_lineage(data_dir, photos):
+    ids, x = photos.ids, photos.vectors
+    out = run_cli("threshold", "--data", str(data_dir), "--patch", str(ids[0]), "--t", "0.6")
+    scores = x @ x[0]
+    assert out["count"] == int((scores > 0.6).sum())
+    assert {r["patch_id"] for r in out["results"]} == set(ids[scores > 0.6].tolist())
+    top = out["results"][0]
+    assert top["lineage"]["source"]["kind"] == "file" and top["lineage"]["camera"] == photos.cameras[0]
+    assert (data_dir / "index-service" / "shard-0-of-2" / "index.faiss").exists()  # snapshotted after the fill
+
+    out = run_cli("threshold", "--data", str(data_dir), "--patch", str(ids[0]), "--t", "0.6", "--camera", "png")
+    assert {r["patch_id"] for r in out["results"]} == set(ids[(scores > 0.6) & (np.array(photos.cameras) == "png")].tolist())
+
+    out = run_cli("near-duplicates", "--data", str(data_dir), "--t", "0.8", "--limit", "100000")
+    expect = nested_loop_self_join(ids, x, 0.8)
+    assert out["count"] == len(expect[0])
+    assert {(r["a"]["patch_id"], r["b"]["patch_id"]) for r in out["results"]} == set(zip(*map(np.ndarray.tolist, expect[:2])))
+
+    out = run_cli("join", "--data", str(data_dir), "--camera-a", "jpg", "--camera-b", "png", "--t", "0.7")
+    jpg = np.array(photos.cameras) == "jpg"
+    png = np.array(photos.cameras) == "png"
+    expect = nested_loop_join(ids[jpg], x[jpg], ids[png], x[png], 0.7)
+    assert out["count"] == len(expect[0]) > 0
+    assert all(r["a"]["lineage"]["camera"] == "jpg" and r["b"]["lineage"]["camera"] == "png" for r in out["results"])
+
+    stats = run_cli("index-stats", "--data", str(data_dir))
+    assert stats["ntotal"] == len(ids)
+    assert all(s["replayed"]["store"] == 0 for s in stats["shards"])  # loaded from the snapshot this time
+
+
+def test_cli_bad_input_is_a_clear_error(data_dir):
+    result = CliRunner().invoke(cli_app, ["threshold", "--data", str(data_dir), "--patch", "12345"])
+    assert isinstance(result.exception, InputError) and "no vector stored for patch 12345" in str(result.exception)
+    result = CliRunner().invoke(cli_app, ["threshold", "--data", str(data_dir)])
+    assert result.exit_code != 0 and "--patch" in result.output
