@@ -124,8 +124,10 @@ def _build(dim: int, factory: str) -> faiss.Index:
     return faiss.IndexIDMap2(inner)
 
 
-def _supports_remove(factory: str) -> bool:
-    return "HNSW" not in factory.upper() and "NSG" not in factory.upper()
+def _supports_remove(index: faiss.IndexIDMap2) -> bool:
+    """FAISS graph indexes (HNSW, NSG) cannot remove vectors."""
+    name = type(faiss.downcast_index(index.index)).__name__
+    return "HNSW" not in name and "NSG" not in name
 
 
 class IndexShard:
@@ -155,7 +157,7 @@ class IndexShard:
         self.index = _build(dim, factory)
         self.dim = dim
         self.factory = factory
-        self._setup(normalized, append_only or not _supports_remove(factory), device)
+        self._setup(normalized, append_only or not _supports_remove(self.index), device)
 
     def _setup(self, normalized: bool, append_only: bool, device: str | None) -> None:
         self.normalized = normalized
@@ -360,5 +362,5 @@ class IndexShard:
         shard.dim = index.d
         shard.factory = factory
         shard.index = index
-        shard._setup(normalized, append_only or not _supports_remove(factory), device)
+        shard._setup(normalized, append_only or not _supports_remove(index), device)
         return shard

@@ -151,6 +151,16 @@ def test_hnsw_is_append_only_and_skips_known_ids():
     assert shard.ntotal == 200
 
 
+def test_loaded_hnsw_is_still_append_only(tmp_path):
+    shard = IndexShard(16, "HNSW16")
+    shard.upsert(np.arange(1, 11), unit(np.random.default_rng(8), 10, 16))
+    shard.save(tmp_path / "h.faiss")
+    loaded = IndexShard.load(tmp_path / "h.faiss")
+    assert loaded.append_only
+    loaded.upsert(np.arange(1, 11), unit(np.random.default_rng(8), 10, 16))
+    assert loaded.ntotal == 10
+
+
 def test_gpu_only_for_append_only_shards_and_cpu_fallback_here():
     assert choose_device(append_only=False) == "cpu"
     assert choose_device(append_only=True) == ("gpu" if gpu_available() else "cpu")
