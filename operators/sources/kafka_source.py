@@ -217,9 +217,14 @@ class KafkaSource(Source):
                 self._consumer.close(autocommit=False)
                 self._consumer = None
 
-    def stats(self) -> dict[str, Any]:
-        """Messages, frames and dead letters seen by this replica (with reasons)."""
-        return {**self._counts, "dead_letter_reasons": dict(self._reasons)}
+    def stats(self) -> dict[str, int]:
+        """Flat counters (the runtime sums them over replicas): ``messages``, ``frames``,
+        ``dead_letters``, ``dead_letters.<reason>``, and ``replicas_with_input`` (1 if this
+        replica read anything)."""
+        counts = {"messages": 0, "frames": 0, "dead_letters": 0, **self._counts}
+        counts.update({f"dead_letters.{reason}": n for reason, n in self._reasons.items()})
+        counts["replicas_with_input"] = int(counts["messages"] > 0)
+        return counts
 
     # ------------------------------------------------------------------ rebalance
     def _start_partition(self, tp: Any) -> None:
