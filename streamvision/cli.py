@@ -5,6 +5,11 @@
     streamvision query similar IMAGE --data DIR -k 5 [--json]
     streamvision lineage PATCH_ID --data DIR [--json]
     streamvision demo                             the whole thing on a real sample video
+    streamvision query threshold|near-duplicates|join|index-stats ...   (the sharded index service)
+    streamvision models list|pull NAME            pretrained models, fetched into the cache
+    streamvision broker start|stop|status         the embedded Kafka-compatible broker
+    streamvision produce SOURCE --topic T --camera ID
+    streamvision train --mst MST.yaml --data ...  model hopper parallelism
 """
 
 from __future__ import annotations
@@ -19,12 +24,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamvision import cli_index, cli_kafka, cli_models, cli_train
 from streamvision.errors import StreamVisionError
 
 app = typer.Typer(help="StreamVision: streaming visual data on Ray.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-query_app = typer.Typer(help="Ask the index: similar images, thresholds.", no_args_is_help=True)
+query_app = typer.Typer(help="Ask the index: similar, threshold, near-duplicates, join.", no_args_is_help=True)
+query_app.registered_commands.extend(cli_index.app.registered_commands)
 app.add_typer(query_app, name="query")
+app.add_typer(cli_models.app, name="models")
+app.add_typer(cli_train.app, name="train")
+app.add_typer(cli_kafka.broker_app, name="broker")
+app.command("produce")(cli_kafka.produce)
 console = Console(stderr=True)
 
 
