@@ -11,6 +11,8 @@ two patches is their cosine similarity (MemSQL's normalized-vector scan).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -69,7 +71,9 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
         net = self._device.module(load_efficientnet_lite0(model_file("efficientnet-lite0", _WEIGHTS)))
         if self.trace:
             example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, device=self._device.device)
-            with torch.no_grad(), self._device.autocast():
+            # the TF "same" padding sizes become constants: right, as inputs are always 224x224
+            with torch.no_grad(), self._device.autocast(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 net = torch.jit.trace(net, (example,), check_trace=False)
         self._net = net
         self._classes = imagenet_classes() if self.top_k else ()

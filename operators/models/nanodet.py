@@ -99,7 +99,7 @@ class NanoDet:
 
     def _run(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._trace and self._traced is None:
-            with torch.inference_mode(False), torch.no_grad(), self.device.autocast():
+            with torch.no_grad(), self.device.autocast():
                 self._traced = torch.jit.trace(self.net, (frames,), check_trace=False)
         module = self._traced if self._traced is not None else self.net
         with torch.no_grad(), self.device.autocast():
