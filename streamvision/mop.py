@@ -85,6 +85,7 @@ def fit_multiple(
 
     from cluster.mop.runner import fit_multiple as run
 
+    mst.check_workers(workers)
     train = _data(data, "data")
     if isinstance(validation, float):
         import numpy as np

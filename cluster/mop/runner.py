@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.parquet as pq
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from cluster.mop.results import plot_curves, write_records
 from cluster.mop.scheduler import SubEpoch, make_plan
@@ -37,6 +37,7 @@ from streamvision.errors import ConfigError
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any]], None]
+_LIVENESS_S = 5.0
 
 
 @dataclass
@@ -143,6 +144,15 @@ def _start_workers(out_dir: Path, part_refs: list[Any], val_ref: Any, num_classe
             i, x_ref, y_ref, val_ref[0], val_ref[1], num_classes, configs, threads, "cuda" if use_gpu else "cpu"))
     ray.get([w.rows.remote() for w in workers])
     return workers
+
+
+def _check_alive(workers: list[Any]) -> None:
+    """Raise ``RayActorError`` if a worker died (``ray.wait`` alone may wait on its lost outputs)."""
+    for ref in [w.rows.remote() for w in workers]:
+        try:
+            ray.get(ref, timeout=_LIVENESS_S)
+        except GetTimeoutError:
+            pass  # busy machine, not a dead worker
 
 
 def _stop_workers(workers: list[Any]) -> None:
@@ -259,7 +269,10 @@ def _run_plan(out_dir: Path, mst: ModelSelectionTable, plan: list[SubEpoch], wor
             epoch_ends[record_ref] = (task.model, task.epoch, state_ref)
     pending = list(epoch_ends)
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
+        ready, pending = ray.wait(pending, num_returns=1, timeout=_LIVENESS_S)
+        if not ready:
+            _check_alive(workers)
+            continue
         key, epoch, state_ref = epoch_ends[ready[0]]
         hops = ray.get(records[(key, epoch)])
         state: ModelState = ray.get(state_ref)

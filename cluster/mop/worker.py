@@ -1,5 +1,8 @@
 """The MOP worker actor: holds one partition (and the validation set) for the whole run.
 
+Training runs in a concurrency group of one thread (a worker trains one model at a time);
+a second group answers liveness checks while a model trains.
+
 Data reaches a worker once, when it starts; afterwards only model states travel, as
 arguments and results of :meth:`MopWorker.train` through Ray's object store.
 """
@@ -17,7 +20,7 @@ from operators.training.mst import ModelConfig
 from operators.training.step import ModelState, evaluate, state_nbytes, to_tensors, train_sub_epoch
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"train": 1, "control": 1})
 class MopWorker:
     """One worker = one partition.
 
@@ -43,10 +46,12 @@ class MopWorker:
         self.configs = {row["key"]: ModelConfig.from_json(row) for row in configs}
         self.device = device
 
+    @ray.method(concurrency_group="control")
     def rows(self) -> int:
-        """Rows of the partition held (also a liveness check)."""
+        """Rows of the partition held; answers while a model trains (a liveness check)."""
         return len(self.y)
 
+    @ray.method(concurrency_group="train")
     def train(self, key: str, state: ModelState, epoch: int, hop: int, seed: int,
               validate: bool) -> tuple[ModelState, dict[str, Any]]:
         """Train model ``key`` for one pass over this partition; validate if it ends the epoch.
