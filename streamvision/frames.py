@@ -130,7 +130,8 @@ class FrameBatch:
             frame_no=np.concatenate([b.frame_no for b in batches]),
             pts=np.concatenate([b.pts for b in batches]),
             wall_time=np.concatenate([b.wall_time for b in batches]),
-            images=np.concatenate([b.images for b in batches]),
+            # empty batches (a Kafka source's dead letters only) carry offsets, not pixels
+            images=np.concatenate([b.images for b in batches if len(b)] or [batches[0].images]),
             meta=merge_meta([b.meta for b in batches]),
         )
 
