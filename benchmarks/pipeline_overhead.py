@@ -56,7 +56,7 @@ def plain_loop_fps(video: Path, data: Path, max_batch: int) -> float:
 
 def dataflow_fps(video: Path, data: Path, max_batch: int, replicas: int) -> float:
     """The pipeline as Ray actors (timed from the first pull, actors already up)."""
-    report = video_ingest_flow(video, data, replicas=replicas, max_batch=max_batch).run()
+    report = video_ingest_flow(video, data, featurizer="histogram", replicas=replicas, max_batch=max_batch).run()
     return report.fps
 
 

@@ -80,14 +80,16 @@ def ingest(
     keyframes_only: bool = typer.Option(False, help="Decode keyframes only."),
     start: float = typer.Option(0.0, help="First second to read."),
     end: Optional[float] = typer.Option(None, help="Stop before this second."),
-    replicas: int = typer.Option(1, help="Featurizer actors."),
+    replicas: int = typer.Option(1, help="Actors per featurizing step."),
+    featurizer: str = typer.Option("models", help="models: NanoDet-m crops + whole frames embedded by "
+                                                  "EfficientNet-Lite0; histogram: colour histograms of whole frames."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local Ray)."),
 ) -> None:
-    """Decode a video, featurize every frame, and index it with lineage."""
+    """Decode a video, detect and featurize every frame, and index it with lineage."""
     from streamvision.pipelines import video_ingest_flow
 
-    flow = video_ingest_flow(video, data, every=every, fps=fps, keyframes_only=keyframes_only,
-                             start=start, end=end, replicas=replicas)
+    flow = video_ingest_flow(video, data, featurizer=featurizer, every=every, fps=fps,  # type: ignore[arg-type]
+                             keyframes_only=keyframes_only, start=start, end=end, replicas=replicas)
     total = _video_frames(video)
     _run_flow(flow, address, total // every if total and every > 1 else total)
 
@@ -154,11 +156,16 @@ def lineage(
 def demo(
     data: Path = typer.Option(Path("streamvision-demo"), "--data", help="Data directory to create."),
     query_frame: int = typer.Option(400, help="Frame of the video to query with."),
+    featurizer: str = typer.Option("models", help="models (NanoDet-m + EfficientNet-Lite0) or histogram."),
+    limit: Optional[int] = typer.Option(None, help="Produce only the first N frames."),
+    bootstrap_servers: Optional[str] = typer.Option(None, "--bootstrap-servers",
+                                                    help="A Kafka cluster to use (default: start the embedded broker)."),
 ) -> None:
-    """Fetch the real sample video, ingest it, and ask what looks like one of its frames."""
+    """Fetch a real video, send it through Kafka into the dataflow, and ask what looks like one of its frames."""
     from streamvision.demo import run_demo
 
-    run_demo(data, query_frame, console, run_flow=lambda flow, total: _run_flow(flow, None, total))
+    run_demo(data, query_frame, console, run_flow=lambda flow, total: _run_flow(flow, None, total),
+             featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit)  # type: ignore[arg-type]
 
 
 def main() -> None:

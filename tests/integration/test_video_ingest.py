@@ -23,7 +23,7 @@ FRAMES = 795
 @pytest.fixture(scope="module")
 def ingested(ray_cluster, vtest_path, tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("ingest") / "data"
-    report = video_ingest_flow(vtest_path, data).run()
+    report = video_ingest_flow(vtest_path, data, featurizer="histogram").run()
     assert report.frames == FRAMES and not report.stopped_early
     return data
 
@@ -90,7 +90,7 @@ def test_bad_input_leaves_the_store_as_it_was(ingested, vtest_path, tmp_path, ki
     before = _store_digest(ingested)
     bad = write_bad_video(kind, tmp_path, vtest_path)
     with pytest.raises(InputError):
-        video_ingest_flow(bad, ingested).run()
+        video_ingest_flow(bad, ingested, featurizer="histogram").run()
     assert _store_digest(ingested) == before
 
 
