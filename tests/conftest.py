@@ -17,8 +17,15 @@ def ray_cluster():
     """A local Ray instance with 2 CPUs, shared by every test that needs Ray."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss that
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception on a startup timeout
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray
     ray.shutdown()
 
