@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operators.models.padding import same_padding
+
 INPUT_SIZE = 224
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
@@ -38,10 +40,7 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad as TensorFlow does for this input size, then convolve."""
-        pads = []
-        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
-            total = max((-(-int(size) // s) - 1) * s + k - int(size), 0)
-            pads += [total // 2, total - total // 2]
+        pads = same_padding(x.shape[-2:], self.kernel_size, self.stride, self.dilation)
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operators.models.padding import same_padding
 from streamvision.errors import InputError
 
 _DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
@@ -92,18 +93,10 @@ def _nhwc_conv(x: torch.Tensor, w: torch.Tensor, node: dict[str, Any], groups: i
     dilations = _attr(node, "dilations", [1, 1, 1, 1])[1:3]
     x = x.permute(0, 3, 1, 2)
     if padding == "SAME":
-        x = _same_pad(x, w.shape[2:], strides, dilations)
+        x = F.pad(x, same_padding(x.shape[2:], w.shape[2:], strides, dilations))
     elif padding != "VALID":
         raise InputError(f"{node['name']}: padding {padding!r} is not supported")
     return F.conv2d(x, w, stride=strides, dilation=dilations, groups=groups).permute(0, 2, 3, 1)
-
-
-def _same_pad(x: torch.Tensor, kernel: Any, strides: list[int], dilations: list[int]) -> torch.Tensor:
-    pads = []
-    for size, k, s, d in zip(x.shape[2:][::-1], list(kernel)[::-1], strides[::-1], dilations[::-1]):
-        total = max((-(-int(size) // s) - 1) * s + (int(k) - 1) * d + 1 - int(size), 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
 
 
 def _pad(x: torch.Tensor, paddings: np.ndarray, value: float = 0.0) -> torch.Tensor:
@@ -149,6 +142,8 @@ class TfjsGraph(nn.Module):
                     continue
                 if node["op"] in _FOLDABLE and all(i in consts for i in inputs):
                     consts[f"{node['name']}:0"] = _FOLDABLE[node["op"]](*[consts[i] for i in inputs])
+                elif node["op"] not in _OPS:
+                    raise InputError(f"TF.js op {node['op']} ({node['name']}) is supported on constant inputs only")
                 else:
                     self._steps.append((node, inputs))
                 done |= {f"{node['name']}:{k}" for k in range(_attr(node, "num_split", 1))}
@@ -223,16 +218,8 @@ def _max_pool(node: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
     s = _attr(node, "strides")[1:3]
     y = x.permute(0, 3, 1, 2)
     if _attr(node, "padding") == "SAME":
-        y = F.pad(y, _same_pool_pads(y, k, s), value=float("-inf"))
+        y = F.pad(y, same_padding(y.shape[2:], k, s), value=float("-inf"))
     return F.max_pool2d(y, k, s).permute(0, 2, 3, 1)
-
-
-def _same_pool_pads(x: torch.Tensor, kernel: list[int], strides: list[int]) -> list[int]:
-    pads: list[int] = []
-    for size, k, s in zip(list(x.shape[2:])[::-1], kernel[::-1], strides[::-1]):
-        total = max((-(-int(size) // s) - 1) * s + k - int(size), 0)
-        pads += [total // 2, total - total // 2]
-    return pads
 
 
 def _fused_batch_norm(node: dict[str, Any], x, scale, offset, mean, var) -> torch.Tensor:  # type: ignore[no-untyped-def]
