@@ -33,14 +33,14 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import numpy as np
 
 from operators.base import Source
 from operators.kafka_settings import KafkaSettings, ensure_topic
 from streamvision import wire
-from streamvision.errors import ConfigError
+from streamvision.errors import ConfigError, InputError
 from streamvision.frames import FrameBatch
 from streamvision.lineage import KafkaKey
 from streamvision.types import FrameType
@@ -175,7 +175,9 @@ class KafkaSource(Source):
         fetch = self.max_message_bytes + 1024 * 1024
         self._consumer = KafkaConsumer(
             **self.settings.client_config("consumer"),
-            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            # every partition is positioned explicitly (stored offset or log start); an offset out of
+            # range is an error, not a silent jump (see _poll)
+            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="none",
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_interval_ms=self.max_poll_interval_ms,
             max_partition_fetch_bytes=fetch, fetch_max_bytes=max(fetch, 50 * 1024 * 1024),
@@ -267,7 +269,7 @@ class KafkaSource(Source):
             if self._paused:
                 consumer.resume(*consumer.assignment())
                 self._paused = False
-            records = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=max_batch)
+            records = self._poll(max_batch)
             pending = _Pending()
             for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
                 if tp not in consumer.assignment():
@@ -288,6 +290,34 @@ class KafkaSource(Source):
                 idle_since = time.monotonic()
             if self.until_end and not records and self._at_end(idle_since):
                 return
+
+    def _poll(self, max_batch: int) -> dict[Any, list[Any]]:
+        """Poll; a resume offset outside the log is an :class:`InputError`, never a silent jump."""
+        from kafka.errors import OffsetOutOfRangeError
+
+        consumer = self._consumer
+        try:
+            records = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=max_batch)
+        except OffsetOutOfRangeError as exc:
+            self._out_of_range(dict(exc.args[0]))
+        if not records:  # the embedded broker answers an offset past the end with an empty fetch
+            beyond = {}
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is not None and consumer.position(tp) > high:
+                    beyond[tp] = consumer.position(tp)
+            if beyond:
+                self._out_of_range(beyond)
+        return records
+
+    @staticmethod
+    def _out_of_range(offsets: dict[Any, int]) -> NoReturn:
+        where = ", ".join(f"{tp.topic}/{tp.partition}@{off}" for tp, off in offsets.items())
+        raise InputError(
+            f"kafka source: resume offset(s) {where} are outside the topic's log. The topic was "
+            f"recreated (the embedded broker forgets topics when it restarts) or retention deleted "
+            f"unread messages; ingest into a fresh data directory"
+        )
 
     def _at_end(self, idle_since: float) -> bool:
         consumer = self._consumer

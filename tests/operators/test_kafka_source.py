@@ -15,7 +15,7 @@ from operators.producers.frame_reader import FrameReader
 from operators.sinks.offsets import OffsetTracker
 from operators.sources.kafka_source import KafkaSource
 from streamvision import wire
-from streamvision.errors import ConfigError
+from streamvision.errors import ConfigError, InputError
 from streamvision.lineage import FrameKeyCodec, KafkaKey
 
 GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
@@ -196,3 +196,11 @@ def test_bad_options():
         KafkaSource(topic="t.dlq", bootstrap_servers="127.0.0.1:1")
     with pytest.raises(ConfigError, match="unknown Kafka client option"):
         KafkaSource(topic="t", bootstrap_servers="127.0.0.1:1", kafka_options={"sasl_pw": "x"})
+
+
+def test_resume_offset_past_the_end_is_a_clear_error(broker, images):
+    """A recreated topic (the embedded broker forgets topics) must not silently reuse lineage keys."""
+    with FrameProducer(broker.bootstrap_servers, "s-gone", partitions=1) as producer:
+        producer.send_frames([(images[0], 0.0), (images[1], 0.1)], camera="c", kind="jpeg", quality=40)
+    with pytest.raises(InputError, match="outside the topic's log"):
+        _drain(_source(broker, "s-gone", "g-gone"), stored={("s-gone", 0): 50})
