@@ -94,6 +94,8 @@ class KafkaSource(Source):
         max_message_bytes: largest payload decoded; larger ones are dead letters.
         max_pixels: largest picture decoded.
         poll_timeout_ms: how long one poll waits for records.
+        idle_yield_s: while the topic is idle, yield an empty batch this often, so that the
+            runtime regains control (to stop or drain) instead of waiting in ``next()``.
         idle_end_s: in bounded mode, stop after this long with no partition assigned.
         session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms: group membership timing.
         kafka_options: kafka-python options passed through (security: ``security_protocol``,
@@ -115,6 +117,7 @@ class KafkaSource(Source):
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         max_pixels: int = wire.DEFAULT_MAX_PIXELS,
         poll_timeout_ms: int = 200,
+        idle_yield_s: float = 1.0,
         idle_end_s: float = 30.0,
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
@@ -138,6 +141,7 @@ class KafkaSource(Source):
         self.max_message_bytes = max_message_bytes
         self.max_pixels = max_pixels
         self.poll_timeout_ms = poll_timeout_ms
+        self.idle_yield_s = idle_yield_s
         self.idle_end_s = idle_end_s
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -264,7 +268,7 @@ class KafkaSource(Source):
             self.open()
         consumer = self._consumer
         ready: collections.deque[FrameBatch] = collections.deque()
-        idle_since = time.monotonic()
+        idle_since = last_yield = time.monotonic()
         while True:
             if self._paused:
                 consumer.resume(*consumer.assignment())
@@ -276,7 +280,7 @@ class KafkaSource(Source):
                     continue
                 for record in records[tp]:
                     pending = self._take(record, pending, ready, max_batch)
-            if not pending.empty():
+            if not pending.empty() or (not ready and time.monotonic() - last_yield >= self.idle_yield_s):
                 ready.append(self._finish(pending))
             if ready:
                 self._confirm_dead_letters()
@@ -286,6 +290,7 @@ class KafkaSource(Source):
                     consumer.pause(*consumer.assignment())
                     self._paused = True
                 yield batch
+                last_yield = time.monotonic()
             if consumer.assignment():
                 idle_since = time.monotonic()
             if self.until_end and not records and self._at_end(idle_since):
