@@ -43,7 +43,8 @@ class _Instrumented:
             boundaries=_LATENCY_BOUNDS_MS, tag_keys=("node",))
 
     def _record(self, items: int, started: float) -> None:
-        self._items.inc(items, tags=self._tags)
+        if items:  # empty batches (offsets only, idle Kafka sources) are legal; Counter.inc(0) raises
+            self._items.inc(items, tags=self._tags)
         self._batches.inc(1, tags=self._tags)
         self._latency.observe((time.perf_counter() - started) * 1000.0, tags=self._tags)
 
