@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 
 from operators.base import Operator, Sink
@@ -88,8 +89,8 @@ def test_operator_error_surfaces_with_its_message(ray_cluster, vtest_path):
             raise InputError("patch 3 is corrupt")
 
     flow = Dataflow("error")
-    flow.source(VideoFileSource(path=str(vtest_path), every=50)).then(WholeFramePatches()).then(
-        Exploding(), max_restarts=0).sink(_slow_sink(0.0))
+    flow.source(VideoFileSource(path=str(vtest_path), every=50)).then(WholeFramePatches(), num_cpus=0.5).then(
+        Exploding(), max_restarts=0, num_cpus=0.5).sink(_slow_sink(0.0))
     with pytest.raises(InputError, match="patch 3 is corrupt"):
         flow.run()
 
@@ -112,18 +113,32 @@ def test_graph_that_cannot_be_placed_is_refused(ray_cluster, vtest_path):
         flow.run()
 
 
+def _our_actor_processes(class_name: str) -> list[psutil.Process]:
+    """Worker processes of this session's Ray node running ``class_name`` (not other Rays')."""
+    import ray
+
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    found = []
+    for proc in psutil.Process(raylet).children(recursive=True):
+        try:
+            if proc.cmdline() and proc.cmdline()[0].startswith(f"ray::{class_name}"):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def test_killed_operator_actor_restarts_and_nothing_is_lost(ray_cluster, vtest_path, tmp_path):
-    from ray.util.state import list_actors
+    killed: list[int] = []
 
     def kill_one_featurizer() -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            alive = list_actors(filters=[("class_name", "=", "OperatorActor"), ("state", "=", "ALIVE")])
-            if alive and alive[0].pid:
-                time.sleep(1.0)
-                os.kill(alive[0].pid, signal.SIGKILL)
-                return
-            time.sleep(0.2)
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            busy = [p for p in _our_actor_processes("OperatorActor") if "process" in p.cmdline()[0]]
+            if busy:
+                os.kill(busy[0].pid, signal.SIGKILL)
+                killed.append(busy[0].pid)
+            time.sleep(0.05)
 
     flow = Dataflow("restart")
     (flow.source(VideoFileSource(path=str(vtest_path), every=2), max_batch=8)
@@ -133,5 +148,6 @@ def test_killed_operator_actor_restarts_and_nothing_is_lost(ray_cluster, vtest_p
     killer.start()
     report = flow.run()
     killer.join()
+    assert killed, "the featurizer actor was never seen busy"
     assert report.frames == 398
     assert report.sinks["store"]["indexed"] == 398
