@@ -36,14 +36,19 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
         top_k: ImageNet classes kept per patch in ``extra["imagenet"]`` as ``[[name, prob], ...]``
             (0: none).
         trace: run a ``torch.jit.trace``-d network.
+        chunk: most patches per forward pass; a larger merged batch runs in chunks, which
+            bounds activation memory (a CPU forward of 64 patches needs about 1 GB).
     """
 
     name = f"efficientnet-lite0@{spec('efficientnet-lite0').version}"
 
-    def __init__(self, *, top_k: int = 5, trace: bool = True) -> None:
+    def __init__(self, *, top_k: int = 5, trace: bool = True, chunk: int = 32) -> None:
         if not 0 <= top_k <= 1000:
             raise ConfigError(f"{self.name}: top_k must be in [0, 1000], got {top_k}")
+        if chunk < 1:
+            raise ConfigError(f"{self.name}: chunk must be >= 1, got {chunk}")
         self.top_k = int(top_k)
+        self.chunk = int(chunk)
         self.trace = bool(trace)
         self._device: TorchDevice | None = None
         self._net: torch.nn.Module | None = None
@@ -82,10 +87,13 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
         """``(vectors [n, 1280] L2-normalized, probabilities [n, 1000])`` of ``images [n, 224, 224, 3]`` uint8 RGB."""
         if self._net is None or self._device is None:
             raise RuntimeError(f"{self.name}: setup() was not called")
-        with torch.no_grad(), self._device.autocast():
-            pooled, logits = self._net(normalize(self._device.tensor(images)))
-        vectors = torch.nn.functional.normalize(pooled.float(), dim=1)
-        return vectors.cpu().numpy(), logits.float().softmax(1).cpu().numpy()
+        vectors, probs = [], []
+        for start in range(0, len(images), self.chunk):
+            with torch.no_grad(), self._device.autocast():
+                pooled, logits = self._net(normalize(self._device.tensor(images[start : start + self.chunk])))
+            vectors.append(torch.nn.functional.normalize(pooled.float(), dim=1).cpu().numpy())
+            probs.append(logits.float().softmax(1).cpu().numpy())
+        return np.concatenate(vectors), np.concatenate(probs)
 
     def process(self, batch: PatchBatch) -> PatchBatch:
         """Vectors (and ImageNet top-k) for every patch; parents are the input patches."""
@@ -104,7 +112,7 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
 
     def spec(self) -> dict[str, object]:
         """How to rebuild this operator from a pipeline file (stores record it to embed queries)."""
-        return {"op": "efficientnet_lite0", "options": {"top_k": self.top_k}}
+        return {"op": "efficientnet_lite0", "options": {"top_k": self.top_k, "chunk": self.chunk}}
 
     def teardown(self) -> None:
         """Drop the network."""

@@ -105,12 +105,19 @@ class NanoDet:
         with torch.no_grad(), self.device.autocast():
             return module(frames)
 
-    def raw(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-cell ``(scores [n, A, 80], boxes [n, A, 4])`` for ``images (n, h, w, 3)`` uint8 RGB, boxes in frame pixels."""
+    def raw(self, images: np.ndarray, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cell ``(scores [n, A, 80], boxes [n, A, 4])`` for ``images (n, h, w, 3)`` uint8 RGB, boxes in frame pixels.
+
+        Runs ``chunk`` frames per forward pass, bounding activation memory for large merged batches.
+        """
         h, w = images.shape[1:3]
-        scores, boxes = self._run(self.device.tensor(images))
-        scale = torch.tensor([w / INPUT_SIZE, h / INPUT_SIZE] * 2, device=boxes.device)
-        return scores.cpu().numpy(), (boxes * scale).cpu().numpy()
+        scale = np.array([w / INPUT_SIZE, h / INPUT_SIZE] * 2, np.float32)
+        scores, boxes = [], []
+        for start in range(0, len(images), chunk):
+            s, b = self._run(self.device.tensor(images[start : start + chunk]))
+            scores.append(s.cpu().numpy())
+            boxes.append(b.cpu().numpy() * scale)
+        return np.concatenate(scores), np.concatenate(boxes)
 
     def detect(
         self,

@@ -118,3 +118,15 @@ def test_validation_rejects_a_label_the_detector_cannot_produce():
         NanoDetDetector(classes=["unicorn"])
     with pytest.raises(ConfigError, match="score_threshold"):
         NanoDetDetector(score_threshold=1.5)
+
+
+def test_chunked_forward_gives_the_same_outputs(vtest_batch):
+    from operators.models.device import TorchDevice
+    from operators.models.nanodet import NanoDet
+
+    model = NanoDet(TorchDevice.from_context(OperatorContext(num_threads=2)))
+    whole_scores, whole_boxes = model.raw(vtest_batch.images)
+    chunk_scores, chunk_boxes = model.raw(vtest_batch.images, chunk=3)
+    np.testing.assert_allclose(chunk_scores, whole_scores, atol=1e-5)
+    np.testing.assert_allclose(chunk_boxes, whole_boxes, atol=1e-3)
+    assert whole_boxes.shape == (len(FRAMES), 2704 + 676 + 169, 4)

@@ -124,3 +124,10 @@ def test_a_user_torchscript_module_is_a_featurizer(featurizer, sample_dir, tmp_p
         wrong = TorchModuleFeaturizer(path=str(path), dim=64, name="wrong@1")
         wrong.setup(OperatorContext())
         wrong.process(batch)
+
+
+def test_chunked_forward_gives_the_same_vectors(featurizer, sample_dir):
+    batch = patches_of([photo(sample_dir, n) for n in ("orange.jpg", "baboon.jpg", "apple.jpg")])
+    small = EfficientNetLite0Featurizer(top_k=1, chunk=2)
+    small.setup(OperatorContext())
+    np.testing.assert_allclose(small.process(batch).vectors, featurizer.process(batch).vectors, atol=1e-5)
