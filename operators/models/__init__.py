@@ -1,0 +1,2 @@
+"""Pretrained models: the sha256-pinned model store, a TF.js graph loader on torch, NanoDet-m,
+EfficientNet-Lite0, COCO / ImageNet class names, device placement and NMS."""
