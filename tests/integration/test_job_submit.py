@@ -48,18 +48,26 @@ def test_ray_job_submit_runs_a_pipeline_on_a_head(vtest_path, tmp_path):
     (job_dir / "pipeline.yaml").write_text(
         f"name: job\nsource: {{op: video_file, path: {vtest_path}, every: 20}}\n"
         f"steps:\n  - {{op: whole_frame}}\n  - {{op: color_histogram}}\nsink: {{op: store, data: {data}}}\n")
-    subprocess.run(
-        ["ray", "start", "--head", "--num-cpus", "2", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dashboard), "--temp-dir", str(temp_dir), "--disable-usage-stats"],
-        check=True, env=env, capture_output=True, timeout=300)
+    # every port chosen free, so this head never clashes with another Ray on the machine
+    ports = {flag: str(_free_port()) for flag in (
+        "--port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+        "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port", "--ray-client-server-port")}
+    started = subprocess.run(
+        ["ray", "start", "--head", "--num-cpus", "2", *[x for kv in ports.items() for x in kv],
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--temp-dir", str(temp_dir),
+         "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     try:
         submit = ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(job_dir),
                   "--", "streamvision", "run", "pipeline.yaml"]
         deadline = time.time() + 300
-        while True:  # the job agent may need a moment after `ray start` returns
+        while True:  # the dashboard and job agent may need a moment after `ray start` returns
             done = subprocess.run(submit, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
                                   timeout=600)
-            if done.returncode == 0 or "No available agent" not in done.stdout + done.stderr or time.time() > deadline:
+            not_ready = ("No available agent", "Failed to connect to Ray")
+            if done.returncode == 0 or not any(m in done.stdout + done.stderr for m in not_ready) \
+                    or time.time() > deadline:
                 break
             time.sleep(5)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
