@@ -184,6 +184,8 @@ class _Driver:
                         for i in range(node.resources.replicas)
                     ]
                     self.pools[node.id] = _Pool(node, actors)
+            # models load in the actors' constructors: wait for them, so the run's clock starts on data
+            ray.get([a.__ray_ready__.remote() for p in self.pools.values() for a in p.actors])
         except ray.exceptions.RayTaskError as exc:
             self.kill_all()
             raise _unwrap(exc) from None
