@@ -155,9 +155,10 @@ def lineage(
 @app.command()
 def demo(
     data: Path = typer.Option(Path("streamvision-demo"), "--data", help="Data directory to create."),
-    query_frame: int = typer.Option(400, help="Frame of the video to query with."),
+    query_frame: int = typer.Option(75, help="Frame of the video to query with."),
     featurizer: str = typer.Option("models", help="models (NanoDet-m + EfficientNet-Lite0) or histogram."),
-    limit: Optional[int] = typer.Option(None, help="Produce only the first N frames."),
+    limit: Optional[int] = typer.Option(150, help="Produce the first N frames (the CPU-only default keeps the "
+                                                  "demo to a minute or two; 0 = the whole video)."),
     bootstrap_servers: Optional[str] = typer.Option(None, "--bootstrap-servers",
                                                     help="A Kafka cluster to use (default: start the embedded broker)."),
 ) -> None:
@@ -165,7 +166,7 @@ def demo(
     from streamvision.demo import run_demo
 
     run_demo(data, query_frame, console, run_flow=lambda flow, total: _run_flow(flow, None, total),
-             featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit)  # type: ignore[arg-type]
+             featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit or None)  # type: ignore[arg-type]
 
 
 def main() -> None:
