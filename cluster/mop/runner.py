@@ -4,9 +4,9 @@ checkpoint every model every epoch, resume after a failed worker or driver.
 Layout of ``out_dir``::
 
     run.json                          seed, workers, models, data fingerprint (checked on resume)
-    checkpoints/<key>/epoch_<e>.pt    weights + optimizer state + that epoch's metrics
-    schedule.parquet                  every sub-epoch of every checkpointed epoch (wall-clock start/end,
-                                      worker, bytes of state received), appended across resumes
+    checkpoints/<key>/epoch_<e>.pt    weights + optimizer state + that epoch's metrics and sub-epochs
+    schedule.parquet                  every sub-epoch of the run (wall-clock start/end, worker, bytes of
+                                      state received, attempt), gathered from the checkpoints
     results.parquet                   one row per model per epoch
     learning_curves.png
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -47,14 +46,14 @@ class FitResult:
     Attributes:
         out_dir: the run directory.
         results: one dict per model per epoch (the rows of ``results.parquet``).
-        schedule: one dict per sub-epoch run by this call (``schedule.parquet`` keeps all calls).
+        schedule: one dict per sub-epoch of the run, resumed calls included (``schedule.parquet``).
         best: mst key of the model with the highest final validation accuracy.
         classes: the class names (index = label).
         input_shape: the shape of one example.
-        restarts: how many times workers were restarted after a failure.
+        restarts: how many times this call restarted workers after a failure.
         wall_s: wall-clock seconds of this call.
         data_bytes: bytes of the training data (shipped once, partitioned over workers).
-        state_bytes_moved: bytes of model state sent to workers in this call.
+        state_bytes_moved: bytes of model state sent to workers over the run.
     """
 
     out_dir: Path
@@ -212,41 +211,38 @@ def fit_multiple(
     part_refs = [(ray.put(data.features[p]), ray.put(data.labels[p])) for p in parts]
     val_ref = (ray.put(validation.features), ray.put(validation.labels))
 
-    schedule: list[dict[str, Any]] = []
-    restarts, attempt = 0, 0
+    restarts = 0
     while True:
         workers_ = _start_workers(out_dir, part_refs, val_ref, num_classes, mst, threads_per_worker, use_gpu)
         try:
-            _run_plan(out_dir, mst, plan, workers_, epochs, seed, data.input_shape, num_classes, attempt,
-                      schedule, on_epoch_end)
+            _run_plan(out_dir, mst, plan, workers_, epochs, seed, data.input_shape, num_classes, restarts,
+                      on_epoch_end)
             break
         except (RayActorError, RayTaskError) as exc:
             restarts += 1
-            attempt += 1
             if restarts > max_failures:
                 raise
             log.warning("MOP worker failed (%s); restarting workers and resuming from checkpoints", exc)
         finally:
             _stop_workers(workers_)
 
-    results = [load_checkpoint(_checkpoint_path(out_dir, key, e))["metrics"]
-               for key in mst.keys for e in range(1, epochs + 1)]
+    saved = [load_checkpoint(_checkpoint_path(out_dir, key, e)) for key in mst.keys for e in range(1, epochs + 1)]
+    results = [c["metrics"] for c in saved]
+    schedule = sorted((hop for c in saved for hop in c["hops"]), key=lambda h: h["start"])
     paths = {
         "results": write_records(results, out_dir / "results.parquet"),
+        "schedule": write_records(schedule, out_dir / "schedule.parquet"),
         "curves": plot_curves(results, out_dir / "learning_curves.png"),
     }
-    log_path = out_dir / "schedule.parquet"
-    earlier = pq.read_table(log_path).to_pylist() if log_path.exists() else []
-    paths["schedule"] = write_records(earlier + schedule, log_path)
     final = [r for r in results if r["epoch"] == epochs]
     best = max(final, key=lambda r: (r["val_acc"], -r["val_loss"]))["model"]
-    return FitResult(out_dir, results, schedule, best, data.classes, data.input_shape, restarts, time.time() - start_time, data.nbytes,
-                     sum(r["bytes_in"] for r in schedule), paths)
+    return FitResult(out_dir, results, schedule, best, data.classes, data.input_shape, restarts,
+                     time.time() - start_time, data.nbytes, sum(r["bytes_in"] for r in schedule), paths)
 
 
 def _run_plan(out_dir: Path, mst: ModelSelectionTable, plan: list[SubEpoch], workers: list[Any], epochs: int,
               seed: int, input_shape: tuple[int, ...], num_classes: int, attempt: int,
-              schedule: list[dict[str, Any]], on_epoch_end: EpochCallback | None) -> None:
+              on_epoch_end: EpochCallback | None) -> None:
     """Submit the not yet checkpointed part of the plan, then checkpoint epochs as they end."""
     done = {key: _last_done(out_dir, key, epochs) for key in mst.keys}
     states: dict[str, Any] = {}
@@ -276,8 +272,6 @@ def _run_plan(out_dir: Path, mst: ModelSelectionTable, plan: list[SubEpoch], wor
         key, epoch, state_ref = epoch_ends[ready[0]]
         hops = ray.get(records[(key, epoch)])
         state: ModelState = ray.get(state_ref)
-        for hop in hops:
-            schedule.append({**hop, "attempt": attempt})
         metrics = {
             "model": key, "arch": mst[key].arch, "epoch": epoch,
             "train_loss": float(sum(h["train_loss"] * h["rows"] for h in hops) / sum(h["rows"] for h in hops)),
@@ -287,7 +281,8 @@ def _run_plan(out_dir: Path, mst: ModelSelectionTable, plan: list[SubEpoch], wor
             "state_bytes": state_nbytes(state),
             "partitions": [int(h["worker"]) for h in hops],
         }
-        save_checkpoint(_checkpoint_path(out_dir, key, epoch), {"state": state, "metrics": metrics,
-                                                                 "config": mst[key].to_json()})
+        save_checkpoint(_checkpoint_path(out_dir, key, epoch), {
+            "state": state, "metrics": metrics, "config": mst[key].to_json(),
+            "hops": [{**hop, "attempt": attempt} for hop in hops]})
         if on_epoch_end is not None:
             on_epoch_end(metrics)
