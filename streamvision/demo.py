@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,6 +23,7 @@ from rich.table import Table
 from operators.producers.frame_producer import FrameProducer
 from operators.sources.kafka_source import KafkaSource
 from streamvision.assets import vtest_video
+from streamvision.errors import ConfigError
 from streamvision.pipelines import Featurizer, ingest_flow
 from streamvision.query import connect
 
@@ -40,6 +42,21 @@ def extract_frame(video: Path, frame_no: int, out: Path) -> Path:
     raise ValueError(f"{video} has fewer than {frame_no + 1} frames")
 
 
+_MARKER = ".streamvision-demo"
+
+
+def _fresh_data_dir(data: Path) -> None:
+    """Start from an empty ``data``: the embedded broker is memory-only, so a previous demo's
+    stored offsets would point past the new topic's end. Only a directory an earlier demo made
+    (it holds the marker file) is wiped; anything else is refused."""
+    if data.exists() and any(data.iterdir()):
+        if not (data / _MARKER).exists():
+            raise ConfigError(f"{data} exists and was not made by `streamvision demo`; give another --data")
+        shutil.rmtree(data)
+    data.mkdir(parents=True, exist_ok=True)
+    (data / _MARKER).write_text("made by streamvision demo; wiped by the next demo run\n")
+
+
 @contextlib.contextmanager
 def _broker(bootstrap_servers: str | None, console: Console) -> Iterator[str]:
     if bootstrap_servers:
@@ -55,6 +72,7 @@ def _broker(bootstrap_servers: str | None, console: Console) -> Iterator[str]:
 def run_demo(data: Path, query_frame: int, console: Console, run_flow: Callable[[Any, int | None], Any], *,
              featurizer: Featurizer = "models", bootstrap_servers: str | None = None, limit: int | None = None) -> None:
     """Run the five steps of the module docstring into the data directory ``data``."""
+    _fresh_data_dir(data)
     console.print("[bold]1. Sample video[/bold]: vtest.avi from Debian's opencv-doc (fetched once, cached)")
     video = vtest_video()
     console.print(f"   {video}")
