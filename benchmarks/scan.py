@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                                  "cores": os.cpu_count(), "limit_GB_per_s": x.nbytes / limit_s / 1e9}
     result["limit_vectors_per_s"] = args.n / limit_s
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         svc = load_service(x, ids, "Flat", args.shards, Path(tmp), train=False)
         flat = scan_service(svc, queries, args.batch, k)

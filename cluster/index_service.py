@@ -40,6 +40,8 @@ from typing import Any, Sequence
 
 import ray
 
+from cluster.local import ensure_ray
+
 from operators.index.durable import DurableShard
 from operators.index.sharded import ShardSet, layout
 from operators.index.shard import IndexShard
@@ -81,15 +83,14 @@ class VectorIndexService(ShardSet):
     ) -> "VectorIndexService":
         """Start (or reconnect the data of) ``shards`` shard actors under ``data_dir``.
 
-        Uses the running Ray instance (``ray.init()`` first if there is none).
+        Uses the running Ray instance (else ``RAY_ADDRESS``'s cluster, else a new local one).
 
         Raises:
             InputError: unknown factory string or bad dimension.
             ConfigError: the directory holds shards of another factory / dimension.
         """
         IndexShard(dim, factory)  # fail fast and clearly on a bad factory string or dim
-        if not ray.is_initialized():
-            ray.init()
+        ensure_ray()
         root, store_path = layout(data_dir, store)
         gpus = ray.cluster_resources().get("GPU", 0) if append_only else 0
         options = {"normalized": normalized, "append_only": append_only,

@@ -30,6 +30,7 @@ _BUILTIN: dict[str, str] = {
     "user_detector": "operators.detectors.user_model:UserDetector",
     "efficientnet_lite0": "operators.featurizers.efficientnet:EfficientNetLite0Featurizer",
     "torch_module": "operators.featurizers.torch_module:TorchModuleFeaturizer",
+    "mop_classifier": "operators.training.classifier:MopClassifier",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 

@@ -81,8 +81,7 @@ def fit_multiple(
     Returns:
         A :class:`cluster.mop.runner.FitResult` (results, schedule log, best mst key).
     """
-    import ray
-
+    from cluster.local import ensure_ray
     from cluster.mop.runner import fit_multiple as run
 
     mst.check_workers(workers)
@@ -97,8 +96,7 @@ def fit_multiple(
         train, val = train.take(np.sort(order[cut:])), train.take(np.sort(order[:cut]))
     else:
         val = _data(validation, "validation")
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     return run(train, mst, epochs, workers, validation=val, out_dir=out_dir, use_gpu=use_gpu, seed=seed,
                threads_per_worker=threads_per_worker, on_epoch_end=on_epoch_end)
 
