@@ -108,29 +108,30 @@ def extract_deb(deb: Path, prefix: str, target: Path) -> list[Path]:
     return written
 
 
-def _deb_data_members(deb: Path, target: Path) -> None:
-    """Extract ``examples/data`` of an opencv-doc .deb into ``target`` (no dpkg needed)."""
-    extract_deb(deb, _DATA_PREFIX, target)
-
-
-def import_deb(deb: Path) -> Path:
-    """Install the sample data from an already downloaded opencv-doc .deb into the cache."""
-    target = cache_dir() / "opencv-samples"
+def install_from_deb(deb: Path, prefix: str, target: Path, checksums: dict[str, str]) -> Path:
+    """Extract ``prefix`` of ``deb`` and move it into ``target``, once every file in ``checksums``
+    is present with the expected SHA-256 (a failed check leaves ``target`` as it was)."""
     staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".staging-"))
     try:
-        _deb_data_members(deb, staging)
-        video = staging / "vtest.avi"
-        if not video.exists():
-            raise MissingAssetError(f"{deb} has no examples/data/vtest.avi")
-        actual = sha256_of(video)
-        if actual != VTEST_SHA256:
-            raise MissingAssetError(f"vtest.avi checksum mismatch: {actual} != {VTEST_SHA256}")
+        extract_deb(deb, prefix, staging)
+        for name, expected in checksums.items():
+            path = staging / name
+            if not path.exists():
+                raise MissingAssetError(f"{deb} has no {name}")
+            actual = sha256_of(path)
+            if actual != expected:
+                raise MissingAssetError(f"{name} checksum mismatch: {actual} != {expected}")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def import_deb(deb: Path) -> Path:
+    """Install the sample data from an already downloaded opencv-doc .deb into the cache."""
+    return install_from_deb(deb, _DATA_PREFIX, cache_dir() / "opencv-samples", {"vtest.avi": VTEST_SHA256})
 
 
 def sample_data_dir() -> Path:

@@ -14,7 +14,6 @@ from
 from __future__ import annotations
 
 import gzip
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from streamvision.assets import _apt_download, cache_dir, extract_deb, sha256_of
-from streamvision.errors import InputError, MissingAssetError
+from streamvision.assets import _apt_download, cache_dir, install_from_deb, sha256_of
+from streamvision.errors import InputError
 
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 _FASHION_PREFIX = "./usr/share/datasets/fashion-mnist/"
@@ -93,23 +92,7 @@ def _verified(directory: Path) -> bool:
 
 def import_fashion_deb(deb: Path) -> Path:
     """Install Fashion-MNIST from an already downloaded ``dataset-fashion-mnist`` .deb."""
-    target = _fashion_dir()
-    staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".staging-"))
-    try:
-        extract_deb(deb, _FASHION_PREFIX, staging)
-        for name, expected in FASHION_MNIST_SHA256.items():
-            path = staging / name
-            if not path.exists():
-                raise MissingAssetError(f"{deb} has no {name}")
-            actual = sha256_of(path)
-            if actual != expected:
-                raise MissingAssetError(f"{name} checksum mismatch: {actual} != {expected}")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return install_from_deb(deb, _FASHION_PREFIX, _fashion_dir(), FASHION_MNIST_SHA256)
 
 
 def fashion_mnist_dir() -> Path:
