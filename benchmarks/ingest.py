@@ -53,6 +53,11 @@ from streamvision.lineage import KafkaKey  # noqa: E402
 from streamvision.patches import PatchBatch  # noqa: E402
 
 
+#: The featurizer of every phase: a 4-level-per-channel joint RGB histogram on a 2 x 2 grid,
+#: 256-d (1 KB per frame in the index; the default 8 levels make 2048-d, 8 KB per frame).
+HISTOGRAM = {"bins": 4, "grid": 2}
+
+
 class LatencyStoreSink(StoreSink):
     """The store sink, also noting when each patch became durable (queryable)."""
 
@@ -100,7 +105,7 @@ def _flow(servers: str, topic: str, data: Path, until_end: bool, max_batch: int)
                          session_timeout_ms=6000, heartbeat_interval_ms=1000)
     (flow.source(source, max_batch=max_batch)
          .then(WholeFramePatches())
-         .then(ColorHistogram())
+         .then(ColorHistogram(**HISTOGRAM))
          .sink(LatencyStoreSink(data=str(data))))
     return flow
 
@@ -114,7 +119,7 @@ def plain_loop_fps(servers: str, topic: str, expected: int, data: Path, max_batc
     parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
-    patches, features, sink = WholeFramePatches(), ColorHistogram(), StoreSink(data=str(data))
+    patches, features, sink = WholeFramePatches(), ColorHistogram(**HISTOGRAM), StoreSink(data=str(data))
     sink.open()
     frames, first_frames, started = 0, 0, 0.0
     while frames < expected:
@@ -263,6 +268,8 @@ def main() -> None:
         "ratio_vs_plain_loop": fps / loop_fps,
         "fps_including_startup": maxed.fps,
         "rss_growth_mb": rss_growth(fixed["rss"], args.duration),
+        "index_mb_at_end": next(iter(fixed["report"].sinks.values()))["indexed"] * ColorHistogram(**HISTOGRAM).dim * 4 / 1e6,
+        "featurizer": ColorHistogram(**HISTOGRAM).spec(),
         "plain_loop_fps": loop_fps,
         "max_rate_frames": maxed.frames,
         "fixed_rate": {"cameras": args.cameras, "fps_per_camera": args.rate, "duration_s": args.duration,

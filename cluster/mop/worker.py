@@ -62,7 +62,8 @@ class MopWorker:
         """
         start = time.time()
         config = self.configs[key]
-        new_state, loss = train_sub_epoch(config, state, self.x, self.y, self.num_classes, seed, self.device)
+        new_state, loss = train_sub_epoch(config, state, self.x, self.y, self.num_classes, seed, self.device,
+                                          epoch)
         val_loss, val_acc = (evaluate(config, new_state, self.val_x, self.val_y, self.num_classes, self.device)
                              if validate else (float("nan"), float("nan")))
         record = {

@@ -29,6 +29,11 @@ from streamvision.types import PatchType, StreamType
 _WEIGHTS = "efficientnet-lite0-57934424.pth"
 
 
+#: Default patches per forward pass on CPU and on CUDA.
+CPU_CHUNK = 8
+GPU_CHUNK = 64
+
+
 class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
     """Embed pixel patches with EfficientNet-Lite0 (ImageNet weights).
 
@@ -37,18 +42,20 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
             (0: none).
         trace: run a ``torch.jit.trace``-d network.
         chunk: most patches per forward pass; a larger merged batch runs in chunks, which
-            bounds activation memory (a CPU forward of 64 patches needs about 1 GB).
+            bounds activation memory (a CPU forward of 64 patches needs about 1 GB). Default:
+            8 on CPU (small passes stay in cache: ~45 patches/s per core at 4-8, ~25 at 32;
+            ``benchmarks/models.py``), 64 on CUDA.
     """
 
     name = f"efficientnet-lite0@{spec('efficientnet-lite0').version}"
 
-    def __init__(self, *, top_k: int = 5, trace: bool = True, chunk: int = 32) -> None:
+    def __init__(self, *, top_k: int = 5, trace: bool = True, chunk: int | None = None) -> None:
         if not 0 <= top_k <= 1000:
             raise ConfigError(f"{self.name}: top_k must be in [0, 1000], got {top_k}")
-        if chunk < 1:
+        if chunk is not None and chunk < 1:
             raise ConfigError(f"{self.name}: chunk must be >= 1, got {chunk}")
         self.top_k = int(top_k)
-        self.chunk = int(chunk)
+        self.chunk = chunk
         self.trace = bool(trace)
         self._device: TorchDevice | None = None
         self._net: torch.nn.Module | None = None
@@ -87,10 +94,11 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
         """``(vectors [n, 1280] L2-normalized, probabilities [n, 1000])`` of ``images [n, 224, 224, 3]`` uint8 RGB."""
         if self._net is None or self._device is None:
             raise RuntimeError(f"{self.name}: setup() was not called")
+        chunk = self.chunk or (GPU_CHUNK if self._device.is_cuda else CPU_CHUNK)
         vectors, probs = [], []
-        for start in range(0, len(images), self.chunk):
+        for start in range(0, len(images), chunk):
             with torch.no_grad(), self._device.autocast():
-                pooled, logits = self._net(normalize(self._device.tensor(images[start : start + self.chunk])))
+                pooled, logits = self._net(normalize(self._device.tensor(images[start : start + chunk])))
             vectors.append(torch.nn.functional.normalize(pooled.float(), dim=1).cpu().numpy())
             probs.append(logits.float().softmax(1).cpu().numpy())
         return np.concatenate(vectors), np.concatenate(probs)

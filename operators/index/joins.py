@@ -39,6 +39,13 @@ JoinResult = tuple[np.ndarray, np.ndarray, np.ndarray]
 _SLACK = 1e-4
 #: Rows of the left side per matrix-product block (bounds temporary memory).
 _BLOCK = 4096
+#: Target rows per k-means cell; small cells have small radii, which prune well.
+_ROWS_PER_CELL = 64
+#: Lloyd iterations, and training rows per cell, of the k-means that makes the cells.
+_KMEANS_ITERATIONS = 4
+_KMEANS_POINTS_PER_CELL = 8
+#: Elements of the ``cells x rows`` bound matrix computed at once (64M floats = 256 MB).
+_BOUND_ELEMENTS = 1 << 26
 
 
 def pair_scores(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -102,23 +109,31 @@ def nested_loop_self_join(ids: np.ndarray, X: np.ndarray, t: float, rows: int | 
     return _finish(ids, ids, ia_, ib_, np.array(s, np.float64))
 
 
-def _cells(B: np.ndarray, nlist: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """k-means cells of ``B``: centroids, B @ centroids.T, each row's cell, cell radii."""
+def _cells(B: np.ndarray, nlist: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means cells of ``B``: centroids, each row's cell, and cell radii.
+
+    The radii bound the float32 distances from above with a margin (``sqrt(d2 + 1e-4)``)
+    that covers their rounding, so pruning by them never drops a match.
+    """
     if nlist <= 1:
         C = B.mean(axis=0, keepdims=True)
     else:
-        km = faiss.Kmeans(B.shape[1], nlist, niter=8, seed=seed, max_points_per_centroid=32,
-                         min_points_per_centroid=1, verbose=False)
+        km = faiss.Kmeans(B.shape[1], nlist, niter=_KMEANS_ITERATIONS, seed=seed,
+                          max_points_per_centroid=_KMEANS_POINTS_PER_CELL, min_points_per_centroid=1, verbose=False)
         km.train(B)
         C = km.centroids
-    G = B @ C.T
-    cell = np.argmax(2 * G - (C * C).sum(axis=1)[None, :], axis=1)  # nearest centroid (L2)
-    R = np.zeros(len(C), np.float64)
+    c2 = (C * C).sum(axis=1)
+    cell = np.empty(len(B), np.int64)
+    d2 = np.empty(len(B), np.float32)
     for start in range(0, len(B), _BLOCK):
-        sl = slice(start, start + _BLOCK)
-        d = np.linalg.norm(B[sl].astype(np.float64) - C[cell[sl]].astype(np.float64), axis=1)
-        np.maximum.at(R, cell[sl], d)
-    return C, G, cell, R + 1e-5
+        Bs = B[start:start + _BLOCK]
+        score = 2 * (Bs @ C.T) - c2[None, :]  # nearest centroid (L2) = largest 2 b.c - |c|^2
+        nearest = np.argmax(score, axis=1)
+        cell[start:start + len(Bs)] = nearest
+        d2[start:start + len(Bs)] = (Bs * Bs).sum(axis=1) - score[np.arange(len(Bs)), nearest]
+    R = np.zeros(len(C), np.float64)
+    np.maximum.at(R, cell, np.maximum(d2, 0).astype(np.float64))
+    return C, cell, np.sqrt(R + 1e-4)
 
 
 def index_join(
@@ -128,7 +143,7 @@ def index_join(
     """Every ``(a, b)`` with ``a.b > t``, exactly, pruning k-means cells of ``B`` by their radius.
 
     Args:
-        nlist: number of cells (default ``sqrt(len(B))``; 1 = plain blocked scan).
+        nlist: number of cells (default ``len(B) / 64``; 1 = plain blocked scan).
         seed: k-means seed (the result does not depend on it, only the speed).
     """
     ids_a, A = _check(ids_a, A, None, "left")
@@ -138,31 +153,33 @@ def index_join(
     empty = np.zeros(0, np.int64)
     if len(A) == 0 or len(B) == 0:
         return empty, empty.copy(), np.zeros(0, np.float64)
-    nlist = max(1, min(len(B) // 8, int(np.sqrt(len(B))))) if nlist is None else max(1, min(nlist, len(B)))
-    C, G, cell, R = _cells(B, nlist, seed)
+    nlist = max(1, len(B) // _ROWS_PER_CELL) if nlist is None else max(1, min(nlist, len(B)))
+    C, cell, R = _cells(B, nlist, seed)
     symmetric = _upper_only and A is B
-    AC = G if A is B else A @ C.T
     norm_a = np.linalg.norm(A, axis=1)
     slack = _SLACK * max(1.0, float(norm_a.max()) * float(np.linalg.norm(B, axis=1).max()))
     members = np.argsort(cell, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=len(C)))])
+    group = max(1, _BOUND_ELEMENTS // len(A))  # cells whose bounds are computed together
     ia_parts, ib_parts, s_parts = [], [], []
-    for j in range(len(C)):
-        rows_b = members[bounds[j]:bounds[j + 1]]
-        if len(rows_b) == 0:
-            continue
-        possible = AC[:, j] + norm_a * R[j] > t - slack
-        if symmetric:  # a self-join scores each pair of cells once: cell(a) >= j
-            possible &= cell >= j
-        cand = np.flatnonzero(possible)
-        Bj = B[rows_b]
-        for start in range(0, len(cand), _BLOCK):
-            rows_a = cand[start:start + _BLOCK]
-            S = A[rows_a] @ Bj.T
-            ra, rb = np.nonzero(S > t - slack)
-            ia_parts.append(rows_a[ra])
-            ib_parts.append(rows_b[rb])
-            s_parts.append(S[ra, rb])
+    for first in range(0, len(C), group):
+        CA = C[first:first + group] @ A.T  # a.c for every row a and cell c of the group
+        for j in range(first, min(first + group, len(C))):
+            rows_b = members[bounds[j]:bounds[j + 1]]
+            if len(rows_b) == 0:
+                continue
+            possible = CA[j - first] + norm_a * R[j] > t - slack
+            if symmetric:  # a self-join scores each pair of cells once: cell(a) >= j
+                possible &= cell >= j
+            cand = np.flatnonzero(possible)
+            Bj = B[rows_b]
+            for start in range(0, len(cand), _BLOCK):
+                rows_a = cand[start:start + _BLOCK]
+                S = A[rows_a] @ Bj.T
+                ra, rb = np.nonzero(S > t - slack)
+                ia_parts.append(rows_a[ra])
+                ib_parts.append(rows_b[rb])
+                s_parts.append(S[ra, rb])
     ia = np.concatenate(ia_parts) if ia_parts else empty
     ib = np.concatenate(ib_parts) if ib_parts else empty
     s = np.concatenate(s_parts).astype(np.float64) if s_parts else np.zeros(0, np.float64)

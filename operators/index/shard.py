@@ -8,6 +8,8 @@ product is cosine similarity, the MemSQL ``DOT_PRODUCT``).
 Beyond add / upsert / remove / search / range search, a shard can
 
 * be *trained* from a sample (``IVF...``, ``PQ...``) before vectors are added,
+* re-rank compressed codes with the exact vectors (``"SQ8,RFlat"``: scan 8-bit codes for
+  the best ``k * REFINE_K_FACTOR``, re-score those in float32; FAISS ``IndexRefineFlat``),
 * restrict a search to a set of ids (FAISS ``IDSelectorBatch``: the ``where=`` filters),
 * require unit-norm vectors (``normalized=True``) so that a threshold means cosine,
 * be *append-only* (``HNSW`` cannot remove; a GPU copy cannot filter or remove): an id
@@ -42,6 +44,11 @@ from streamvision.errors import InputError
 NORM_TOLERANCE = 1e-3
 #: FAISS reports this score for "no result" in inner-product searches.
 NO_SCORE = -np.finfo(np.float32).max
+#: A refining index (``...,RFlat``) re-scores this many candidates per result exactly.
+REFINE_K_FACTOR = 4.0
+#: Below this many queries a ``Flat`` shard scans with one BLAS matrix-vector product per
+#: query (FAISS itself switches to BLAS at 20 queries; below, its scan is ~12 % slower).
+BLAS_SCAN_BELOW = 20
 
 
 def as_matrix(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
@@ -121,13 +128,19 @@ def _build(dim: int, factory: str) -> faiss.Index:
         inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise InputError(f"unknown or invalid index_factory string {factory!r}: {exc}") from exc
+    if _is_refine(inner):
+        faiss.downcast_index(inner).k_factor = REFINE_K_FACTOR
     return faiss.IndexIDMap2(inner)
 
 
+def _is_refine(index: faiss.Index) -> bool:
+    return "Refine" in type(faiss.downcast_index(index)).__name__
+
+
 def _supports_remove(index: faiss.IndexIDMap2) -> bool:
-    """FAISS graph indexes (HNSW, NSG) cannot remove vectors."""
+    """FAISS graph indexes (HNSW, NSG) and refining indexes cannot remove vectors."""
     name = type(faiss.downcast_index(index.index)).__name__
-    return "HNSW" not in name and "NSG" not in name
+    return not any(kind in name for kind in ("HNSW", "NSG", "Refine"))
 
 
 class IndexShard:
@@ -290,8 +303,47 @@ class IndexShard:
             raise InputError(f"k must be at least 1, got {k}")
         if ids is not None and len(ids) == 0 or self.ntotal == 0:
             return np.full((len(q), k), NO_SCORE, np.float32), np.full((len(q), k), -1, np.int64)
+        if ids is not None and _is_refine(self.index.index):
+            return self._search_among(q, k, as_ids(ids))
+        if ids is None and self.device == "cpu" and len(q) < BLAS_SCAN_BELOW:
+            stored = self._flat_vectors()
+            if stored is not None:
+                return self._scan(stored, q, k)
         index, params = self._searcher(ids)
         return index.search(q, k, params=params)
+
+    def _flat_vectors(self) -> np.ndarray | None:
+        """A zero-copy ``(ntotal, dim)`` view of an inner-product ``Flat`` index's vectors, else None."""
+        inner = faiss.downcast_index(self.index.index)
+        if not isinstance(inner, faiss.IndexFlat) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+            return None
+        return faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
+
+    def _scan(self, stored: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` of each query over ``stored``, one matrix-vector product each."""
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), self.ntotal)
+        kk = min(k, len(stored))
+        D = np.full((len(q), k), NO_SCORE, np.float32)
+        I = np.full((len(q), k), -1, np.int64)
+        for row, query in enumerate(q):
+            scores = stored @ query
+            top = np.argpartition(scores, len(scores) - kk)[-kk:]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            D[row, :kk], I[row, :kk] = scores[top], ids[top]
+        return D, I
+
+    def _search_among(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` among ``ids`` from the stored vectors (FAISS's refining indexes
+        ignore id selectors)."""
+        ids = np.unique(ids[np.isin(ids, self.ids())])
+        vectors = self.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, self.dim), np.float32)
+        scores = q @ vectors.T
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        D = np.full((len(q), k), NO_SCORE, np.float32)
+        I = np.full((len(q), k), -1, np.int64)
+        D[:, :order.shape[1]] = np.take_along_axis(scores, order, 1)
+        I[:, :order.shape[1]] = ids[order]
+        return D, I
 
     def range_search(
         self, queries: np.ndarray, threshold: float, ids: np.ndarray | None = None

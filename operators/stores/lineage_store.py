@@ -42,6 +42,9 @@ COLUMN_FAMILIES = (
     "vectors", "offsets", "segments", "models",
 )
 _SEP = b"\x00"
+#: Memory all memtables of a store may hold before RocksDB flushes the largest (RocksDB's
+#: default lets each of the ten column families buffer up to 128 MB).
+MEMTABLE_BUDGET_BYTES = 32 << 20
 _PATCH_REF = b"P"
 
 
@@ -53,6 +56,7 @@ def _options() -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES)
     return opts
 
 

@@ -1,7 +1,8 @@
 """The model selection table (MST): the configurations to train, one row per model.
 
 As in MADlib's ``load_model_selection_table``: architectures x compile parameters
-(optimizer, learning rate, weight decay, momentum) x fit parameters (batch size), as a
+(optimizer, learning rate, its per-epoch decay, weight decay, momentum) x fit parameters
+(batch size), as a
 grid, or explicit rows. Every row gets a stable *mst key* derived from its content, which
 names its checkpoints, results and its entry in the store's ``models`` column family.
 
@@ -23,7 +24,7 @@ from operators.training.architectures import check_name
 from streamvision.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
-COMPILE_PARAMS = ("optimizer", "lr", "weight_decay", "momentum")
+COMPILE_PARAMS = ("optimizer", "lr", "lr_decay", "weight_decay", "momentum")
 FIT_PARAMS = ("batch_size",)
 _STORE_PREFIX = b"mst\x00"
 
@@ -37,7 +38,9 @@ class ModelConfig:
     Attributes:
         arch: architecture name (see :mod:`operators.training.architectures`).
         optimizer: ``"sgd"`` (with momentum) or ``"adam"``.
-        lr: learning rate, > 0.
+        lr: learning rate of the first epoch, > 0.
+        lr_decay: step decay in ``(0, 1]``: epoch ``e`` trains with ``lr * lr_decay ** (e - 1)``
+            (1.0 = a constant rate).
         weight_decay: L2 penalty, >= 0.
         momentum: SGD momentum in ``[0, 1)`` (ignored by Adam).
         batch_size: minibatch size, >= 1.
@@ -46,6 +49,7 @@ class ModelConfig:
     arch: str
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_decay: float = 1.0
     weight_decay: float = 0.0
     momentum: float = 0.9
     batch_size: int = 64
@@ -54,18 +58,24 @@ class ModelConfig:
         check_name(self.arch)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"model {self.arch}: unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        for name, kind in (("lr", float), ("weight_decay", float), ("momentum", float), ("batch_size", int)):
+        for name, kind in (("lr", float), ("lr_decay", float), ("weight_decay", float), ("momentum", float), ("batch_size", int)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
                 raise ConfigError(f"model {self.arch}: {name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"model {self.arch}: learning rate must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"model {self.arch}: lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.weight_decay < 0:
             raise ConfigError(f"model {self.arch}: weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"model {self.arch}: momentum must be in [0, 1), got {self.momentum}")
         if self.batch_size < 1:
             raise ConfigError(f"model {self.arch}: batch_size must be >= 1, got {self.batch_size}")
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of 1-based ``epoch``."""
+        return self.lr * self.lr_decay ** (epoch - 1)
 
     @property
     def key(self) -> str:
@@ -200,7 +210,7 @@ def load_model_selection_table(
 
     Args:
         archs: architecture names.
-        compile_params: ``{"optimizer": [...], "lr": [...], "weight_decay": [...],
+        compile_params: ``{"optimizer": [...], "lr": [...], "lr_decay": [...], "weight_decay": [...],
             "momentum": [...]}`` (a grid; scalars allowed) or a list of such dicts.
         fit_params: ``{"batch_size": [...]}`` or a list of dicts.
 

@@ -91,13 +91,18 @@ def train_sub_epoch(
     num_classes: int,
     seed: int,
     device: str = "cpu",
+    epoch: int = 1,
 ) -> tuple[ModelState, float]:
     """One pass of minibatch training over ``(x, y)`` in a ``seed``-shuffled order.
+
+    ``epoch`` (1-based) sets the learning rate (:meth:`ModelConfig.lr_at`).
 
     Returns:
         The new state (on CPU) and the mean training loss of the pass.
     """
     model, optimizer = _restore(config, state, tuple(x.shape[1:]), num_classes, device)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr_at(epoch)
     model.train()
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     total = 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.index.shard import IndexShard, choose_device, gpu_available
+from operators.index.shard import BLAS_SCAN_BELOW, IndexShard, choose_device, gpu_available
 from streamvision.errors import InputError
 
 
@@ -31,6 +31,40 @@ def test_flat_top_k_equals_numpy(data):
     expect = np.argsort(-scores, axis=1)[:, :10]
     assert (I == ids[expect]).all()
     np.testing.assert_allclose(D, np.take_along_axis(scores, expect, 1), rtol=1e-5)
+
+
+def test_blas_scan_of_few_queries_equals_faiss_scan_of_many(data):
+    ids, x = data
+    shard = IndexShard(32, "Flat", normalized=True)
+    shard.upsert(ids, x)
+    shard.remove(ids[:50])  # positions shift: the scan must map them to the right ids
+    q = x[50:50 + BLAS_SCAN_BELOW]
+    D_few, I_few = shard.search(q[:3], 8)  # one matrix-vector product per query
+    D_many, I_many = shard.search(q, 8)  # FAISS's own scan
+    assert (I_few == I_many[:3]).all() and (I_few[:, 0] == ids[50:53]).all()
+    np.testing.assert_allclose(D_few, D_many[:3], atol=1e-6)
+    small = IndexShard(32, "Flat")
+    small.upsert(ids[:2], x[:2])
+    D, I = small.search(x[:1], 4)  # k larger than the shard: -1 ids past the end
+    assert I[0, :2].tolist() == ids[:2].tolist() and (I[0, 2:] == -1).all()
+
+
+def test_refined_sq8_reranks_exactly_and_filters(data):
+    ids, x = data
+    shard = IndexShard(32, "SQ8,RFlat", normalized=True)
+    shard.train(x)
+    shard.upsert(ids, x)
+    assert shard.append_only  # FAISS cannot remove from a refining index
+    q = x[:5]
+    D, I = shard.search(q, 10)
+    scores = q @ x.T
+    expect = np.argsort(-scores, axis=1)[:, :10]
+    assert (I[:, 0] == ids[:5]).all()
+    np.testing.assert_allclose(D, np.take_along_axis(scores, expect, 1), atol=1e-5)  # float32 scores
+    allowed = ids[200:230]
+    D, I = shard.search(q, 4, ids=allowed)
+    expect = allowed[np.argsort(-(q @ x[200:230].T), axis=1)[:, :4]]
+    assert (I == expect).all()
 
 
 def test_threshold_is_strictly_greater_at_the_boundary():

@@ -86,6 +86,8 @@ def test_explicit_rows_and_yaml_files(tmp_path):
     (lambda: load_model_selection_table(["resnet9000"], {"lr": [0.1]}), "unknown architecture 'resnet9000'"),
     (lambda: load_model_selection_table(["mlp"], {"lr": [-0.01]}), "learning rate must be > 0"),
     (lambda: load_model_selection_table(["mlp"], {"lr": [0]}), "learning rate must be > 0"),
+    (lambda: load_model_selection_table(["mlp"], {"lr_decay": [1.5]}), r"lr_decay must be in \(0, 1\]"),
+    (lambda: load_model_selection_table(["mlp"], {"lr_decay": [0]}), r"lr_decay must be in \(0, 1\]"),
     (lambda: load_model_selection_table(["mlp"], {"optimizer": ["lbfgs"]}), "unknown optimizer 'lbfgs'"),
     (lambda: load_model_selection_table(["mlp"], {"learning_rate": [0.1]}), r"unknown parameter\(s\) \['learning_rate'\]"),
     (lambda: load_model_selection_table(["mlp"], {"lr": [0.1]}, {"batch_size": [0]}), "batch_size must be >= 1"),
@@ -146,6 +148,18 @@ def test_one_pass_learns_far_above_chance(fmnist):
     assert acc1 > 0.65, (acc0, acc1)
     assert state["optimizer"]["state"], "the optimizer state (Adam moments) travels with the weights"
     assert state_nbytes(state) > state_nbytes({"model": state["model"]})
+
+
+def test_lr_decay_sets_each_epochs_rate(fmnist):
+    x, y, _, _ = fmnist
+    config = ModelConfig("mlp", optimizer="sgd", lr=0.08, lr_decay=0.5)
+    assert [config.lr_at(e) for e in (1, 2, 3)] == [0.08, 0.04, 0.02]
+    state = init_state(config, (28, 28), 10, 0)
+    for epoch in (1, 2, 3):
+        state, _ = train_sub_epoch(config, state, x[:128], y[:128], 10, seed=epoch, epoch=epoch)
+        assert state["optimizer"]["param_groups"][0]["lr"] == config.lr_at(epoch)
+    constant = ModelConfig("mlp", optimizer="sgd", lr=0.08)
+    assert constant.lr_at(3) == 0.08 and constant.key != config.key
 
 
 def test_checkpoints_load_weights_only_and_round_trip(tmp_path, fmnist):
