@@ -1,6 +1,6 @@
 """Model throughput and the default pipeline three ways, on the real vtest.avi.
 
-    python benchmarks/models.py --out DIR [--frames 48] [--quick]
+    python benchmarks/models.py --out DIR [--frames 150] [--quick]
 
 Measures, in one run:
 
@@ -273,7 +273,7 @@ def main() -> None:
     """Run every measurement and write ``models.json`` and ``models.png``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--frames", type=int, default=48, help="vtest.avi frames through the pipeline")
+    parser.add_argument("--frames", type=int, default=150, help="vtest.avi frames through the pipeline")
     parser.add_argument("--quick", action="store_true", help="smaller sweeps (smoke test)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.index.shard import BLAS_SCAN_BELOW, IndexShard, choose_device, gpu_available
+from operators.index.shard import IndexShard, choose_device, gpu_available, top_k_rows
 from streamvision.errors import InputError
 
 
@@ -33,20 +33,32 @@ def test_flat_top_k_equals_numpy(data):
     np.testing.assert_allclose(D, np.take_along_axis(scores, expect, 1), rtol=1e-5)
 
 
-def test_blas_scan_of_few_queries_equals_faiss_scan_of_many(data):
+def test_blas_scan_equals_faiss_scan_for_one_query_and_batches(data):
     ids, x = data
     shard = IndexShard(32, "Flat", normalized=True)
     shard.upsert(ids, x)
     shard.remove(ids[:50])  # positions shift: the scan must map them to the right ids
-    q = x[50:50 + BLAS_SCAN_BELOW]
-    D_few, I_few = shard.search(q[:3], 8)  # one matrix-vector product per query
-    D_many, I_many = shard.search(q, 8)  # FAISS's own scan
-    assert (I_few == I_many[:3]).all() and (I_few[:, 0] == ids[50:53]).all()
-    np.testing.assert_allclose(D_few, D_many[:3], atol=1e-6)
+    q = x[50:90]
+    for queries in (q[:1], q):  # a matrix-vector product; a matrix product
+        D, I = shard.search(queries, 8)
+        D_faiss, I_faiss = shard.index.search(queries, 8)
+        assert (I == I_faiss).all() and (I[:, 0] == ids[50:50 + len(queries)]).all()
+        np.testing.assert_allclose(D, D_faiss, atol=1e-6)
     small = IndexShard(32, "Flat")
     small.upsert(ids[:2], x[:2])
     D, I = small.search(x[:1], 4)  # k larger than the shard: -1 ids past the end
     assert I[0, :2].tolist() == ids[:2].tolist() and (I[0, 2:] == -1).all()
+
+
+def test_top_k_rows_is_exact_with_ties_and_wide_rows():
+    rng = np.random.default_rng(3)
+    for scores in (rng.standard_normal((4, 50_000)).astype(np.float32),  # sampled bound path
+                   np.round(rng.standard_normal((4, 50_000)), 1).astype(np.float32),  # many ties
+                   rng.standard_normal((3, 40)).astype(np.float32)):  # narrow rows
+        top, values = top_k_rows(scores, 10)
+        np.testing.assert_array_equal(values, -np.sort(-scores, axis=1)[:, :10])
+        np.testing.assert_array_equal(np.take_along_axis(scores, top, 1), values)
+        assert all(len(set(row)) == 10 for row in top.tolist())
 
 
 def test_refined_sq8_reranks_exactly_and_filters(data):
