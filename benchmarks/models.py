@@ -46,7 +46,12 @@ from streamvision.types import PatchType
 VTEST_FPS = 10.0
 FRAME_BATCH = 8
 #: EfficientNet-Lite0 on ~11 patches a frame is most of the work: both contenders get two actors for it.
-FEATURIZER_REPLICAS = 2
+#: The model stages run data-parallel: MODEL_REPLICAS actors per stage, one torch thread each
+#: (intra-op threads stall at every barrier when other processes share the cores). In the
+#: dataflow NanoDet and EfficientNet-Lite0 ask for the same resources, so the planner fuses
+#: them (each replica runs both); Ray Data runs them as two actor pools of the same size.
+MODEL_REPLICAS = 2
+MODEL_THREADS = 1
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> float:
@@ -162,14 +167,15 @@ def _timing(started: float, first: tuple[float, int] | None, frames: int, patche
 
 
 def actor_dataflow(path: str, frames: int, data: Path) -> dict[str, Any]:
-    """The default pipeline as the StreamVision actor dataflow (two featurizer actors: it is ~75% of the work)."""
+    """The default pipeline as the StreamVision actor dataflow (NanoDet on 1 thread, EfficientNet-Lite0 on 2)."""
     from streamvision.dataflow import Dataflow
 
     started = time.perf_counter()
     flow = Dataflow("models-benchmark")
     (flow.source(VideoFileSource(path=path, end=frames / VTEST_FPS), max_batch=FRAME_BATCH)
-         .then(NanoDetDetector(whole_frames=True), num_cpus=1, max_batch=FRAME_BATCH)
-         .then(EfficientNetLite0Featurizer(), replicas=FEATURIZER_REPLICAS, num_cpus=1, max_batch=2 * FRAME_BATCH)
+         .then(NanoDetDetector(whole_frames=True), replicas=MODEL_REPLICAS, num_cpus=MODEL_THREADS,
+               max_batch=FRAME_BATCH)
+         .then(EfficientNetLite0Featurizer(), replicas=MODEL_REPLICAS, num_cpus=MODEL_THREADS, max_batch=FRAME_BATCH)
          .sink(StoreSink(data=str(data))))
     report = flow.run()
     result = _timing(started, None, report.frames, report.written)
@@ -196,9 +202,9 @@ class _Decode:
 class _Apply:
     """Ray Data stage: one StreamVision operator applied to each batch object."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any], threads: int = 1) -> None:
         self.op = make()
-        self.op.setup(OperatorContext(num_threads=1))
+        self.op.setup(OperatorContext(num_threads=threads))
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"batch": _objects([self.op.process(b) for b in rows["batch"]])}
@@ -222,10 +228,12 @@ def ray_data(path: str, frames: int, data: Path) -> dict[str, Any]:
     sink = _sink(data, EfficientNetLite0Featurizer())
     ds = (ray.data.from_items(segments, override_num_blocks=len(segments))
           .map_batches(_Decode, fn_constructor_kwargs={"path": path}, batch_size=1, concurrency=1, num_cpus=0.5)
-          .map_batches(_Apply, fn_constructor_kwargs={"make": lambda: NanoDetDetector(whole_frames=True)},
-                       batch_size=1, concurrency=1, num_cpus=1)
-          .map_batches(_Apply, fn_constructor_kwargs={"make": EfficientNetLite0Featurizer},
-                       batch_size=1, concurrency=FEATURIZER_REPLICAS, num_cpus=1))
+          .map_batches(_Apply, fn_constructor_kwargs={"make": lambda: NanoDetDetector(whole_frames=True),
+                                                      "threads": MODEL_THREADS},
+                       batch_size=1, concurrency=MODEL_REPLICAS, num_cpus=MODEL_THREADS)
+          .map_batches(_Apply, fn_constructor_kwargs={"make": EfficientNetLite0Featurizer,
+                                                      "threads": MODEL_THREADS},
+                       batch_size=1, concurrency=MODEL_REPLICAS, num_cpus=MODEL_THREADS))
     n = written = 0
     first: tuple[float, int] | None = None
     for rows in ds.iter_batches(batch_size=1, batch_format="numpy"):
@@ -319,7 +327,9 @@ def main() -> None:
         "notes": "pipeline fps are end to end: wall time of the whole call, actor start and model loading "
                  "included (the runtime's own figure, from after actor creation, is runtime_reported_fps); "
                  "steady_fps counts only frames after the first batch is written. plain loop: one process, torch on min(2, cpus) threads; dataflow and Ray Data: one actor for "
-                 "decode and NanoDet, FEATURIZER_REPLICAS for EfficientNet-Lite0, torch on 1 thread each; "
+                 "decode; dataflow: NanoDet and EfficientNet-Lite0 fused (same resources), MODEL_REPLICAS actors of "
+                 "MODEL_THREADS torch thread; Ray Data: MODEL_REPLICAS actors per model stage, MODEL_THREADS "
+                 "torch thread each; "
                  "same source, operators and store sink.",
     }
     (args.out / "models.json").write_text(json.dumps(result, indent=2, default=str))
