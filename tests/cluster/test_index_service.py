@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -103,12 +104,20 @@ def test_killed_shard_comes_back_with_all_its_data(service, photos):
 
     ray.kill(service.actors[0], no_restart=False)
     ray.kill(service.actors[1], no_restart=False)
-    after = service.search(x, 5)  # retried until the restarted actors answer
+    # ray.kill is asynchronous: an old instance may still answer for a moment, so wait until
+    # both restarted shards report their replay (or fail after a minute)
+    deadline = time.monotonic() + 60
+    while True:
+        stats = service.stats()
+        replayed = sum(sh["replayed"]["log"] for sh in stats["shards"])
+        if replayed == len(ids) - 30 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert replayed == len(ids) - 30
+    after = service.search(x, 5)
     assert (before[1] == after[1]).all()
-    stats = service.stats()
     assert stats["ntotal"] == len(ids) - 3
     assert all(sh["snapshot_offsets"] == [["cam", 0, 30]] for sh in stats["shards"])
-    assert sum(sh["replayed"]["log"] for sh in stats["shards"]) == len(ids) - 30
 
 
 def test_open_replays_the_lineage_store_and_filters_by_metadata(ray_cluster, tmp_path, photos):
