@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray instance per test session, the real sample video."""
+"""Shared fixtures: one local Ray instance per test session, the real sample video, an
+embedded Kafka broker per test module."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from cluster.broker import EmbeddedBroker
 
 # Keep Ray small and quiet on a 2-core machine.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -44,3 +47,10 @@ def sample_dir() -> Path:
     from streamvision.assets import sample_data_dir
 
     return sample_data_dir()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real embedded Kafka-protocol broker (Tansu) for the tests of one module."""
+    with EmbeddedBroker(state_dir=tmp_path_factory.mktemp("broker")) as running:
+        yield running

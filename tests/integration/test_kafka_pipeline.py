@@ -20,7 +20,6 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner import murmur2
 
-from cluster.broker import EmbeddedBroker
 from operators.featurizers.color_histogram import ColorHistogram
 from operators.index.shard import IndexShard
 from operators.kafka_settings import KafkaSettings, ensure_topic
@@ -38,12 +37,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 TOPIC, CAMERAS, PER_CAMERA = "vt", ("cam-a", "cam-b", "cam-c"), 40
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with EmbeddedBroker(state_dir=tmp_path_factory.mktemp("broker")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,11 @@ import pytest
 from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
-from cluster.broker import EmbeddedBroker
 from operators.kafka_settings import KafkaSettings
 from operators.producers import FrameProducer
 from streamvision import wire
 from streamvision.cli_kafka import produce
 from streamvision.errors import ConfigError, InputError
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with EmbeddedBroker(state_dir=tmp_path_factory.mktemp("broker")) as running:
-        yield running
 
 
 def _consume(servers: str, topic: str, expected: int) -> list:

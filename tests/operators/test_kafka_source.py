@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from cluster.broker import EmbeddedBroker
 from operators.kafka_settings import KafkaSettings, ensure_topic
 from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
@@ -19,12 +18,6 @@ from streamvision.errors import ConfigError, InputError
 from streamvision.lineage import FrameKeyCodec, KafkaKey
 
 GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with EmbeddedBroker(state_dir=tmp_path_factory.mktemp("broker")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
