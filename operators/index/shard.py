@@ -8,6 +8,7 @@ product is cosine similarity, the MemSQL ``DOT_PRODUCT``).
 Beyond add / upsert / remove / search / range search, a shard can
 
 * be *trained* from a sample (``IVF...``, ``PQ...``) before vectors are added,
+* scan 8-bit codes (``"SQ8"``) with integer products at memory speed (:mod:`operators.index.sq8_codes`),
 * re-rank compressed codes with the exact vectors (``"SQ8,RFlat"``: scan 8-bit codes for
   the best ``k * REFINE_K_FACTOR``, re-score those in float32; FAISS ``IndexRefineFlat``),
 * restrict a search to a set of ids (FAISS ``IDSelectorBatch``: the ``where=`` filters),
@@ -38,6 +39,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from operators.index.sq8_codes import Sq8Codes, best_kernel
+from operators.index.topk import top_k_rows
 from streamvision.errors import InputError
 
 #: Largest allowed deviation of a vector's L2 norm from 1 when ``normalized=True``.
@@ -98,27 +101,6 @@ def check_normalized(x: np.ndarray, what: str = "vectors") -> None:
         )
 
 
-def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column positions and values of the ``k`` largest of each row, best first (``k <= columns``).
-
-    The ``k``-th largest value of a sample of the columns bounds each row's ``k``-th largest
-    from below, so only the columns at or above it are sorted (a few ``k`` per row, not all).
-    """
-    n = scores.shape[1]
-    if n <= 64 * k:
-        top = np.argpartition(scores, n - k, axis=1)[:, n - k:]
-    else:
-        sample = scores[:, :: 16]
-        bound = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
-        top = np.empty((len(scores), k), np.int64)
-        for row, (values, least) in enumerate(zip(scores, bound)):
-            cand = np.flatnonzero(values >= least)
-            top[row] = cand[np.argpartition(values[cand], len(cand) - k)[len(cand) - k:]]
-    values = np.take_along_axis(scores, top, 1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(top, order, 1), np.take_along_axis(values, order, 1)
-
-
 def gpu_available() -> bool:
     """True when this FAISS build has GPU support and sees at least one GPU."""
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -151,6 +133,14 @@ def _build(dim: int, factory: str) -> faiss.Index:
     if _is_refine(inner):
         faiss.downcast_index(inner).k_factor = REFINE_K_FACTOR
     return faiss.IndexIDMap2(inner)
+
+
+def _flat_view(index: faiss.Index) -> np.ndarray | None:
+    """A zero-copy ``(ntotal, d)`` view of an inner-product ``Flat`` index's vectors, else None."""
+    flat = faiss.downcast_index(index)
+    if not isinstance(flat, faiss.IndexFlat) or flat.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return None
+    return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
 
 def _is_refine(index: faiss.Index) -> bool:
@@ -236,7 +226,16 @@ class IndexShard:
             "device": self.device,
             "bytes_per_vector": code_size,
             "index_type": type(inner).__name__,
+            "scan_kernel": self._scan_kernel(),
         }
+
+    def _scan_kernel(self) -> str:
+        """What runs an unfiltered search: ``"blas"``, an SQ8 kernel name, ``"faiss"`` or ``"faiss-gpu"``."""
+        if self.device == "gpu":
+            return "faiss-gpu"
+        if _flat_view(self.index.index) is not None:
+            return "blas"
+        return f"sq8-{best_kernel()}" if self._sq8_parts() is not None else "faiss"
 
     # ------------------------------------------------------------------ writes
     def check_vectors(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
@@ -326,18 +325,43 @@ class IndexShard:
         if ids is not None and _is_refine(self.index.index):
             return self._search_among(q, k, as_ids(ids))
         if ids is None and self.device == "cpu":
-            stored = self._flat_vectors()
+            stored = _flat_view(self.index.index)
             if stored is not None:
                 return self._scan(stored, q, k)
+            sq8 = self._sq8_parts()
+            if sq8 is not None:
+                return self._scan_sq8(*sq8, q, k)
         index, params = self._searcher(ids)
         return index.search(q, k, params=params)
 
-    def _flat_vectors(self) -> np.ndarray | None:
-        """A zero-copy ``(ntotal, dim)`` view of an inner-product ``Flat`` index's vectors, else None."""
-        inner = faiss.downcast_index(self.index.index)
-        if not isinstance(inner, faiss.IndexFlat) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+    def _sq8_parts(self) -> tuple[Sq8Codes, np.ndarray | None, float] | None:
+        """For an ``SQ8`` or ``SQ8,RFlat`` shard when the integer kernel is built: its codes, its
+        float32 vectors (refining indexes only) and how many candidates to re-score per result."""
+        if best_kernel() is None:
             return None
-        return faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
+        inner = faiss.downcast_index(self.index.index)
+        if isinstance(inner, faiss.IndexRefine):
+            exact = _flat_view(inner.refine_index)
+            codes = Sq8Codes.of(inner.base_index)
+            return None if exact is None or codes is None else (codes, exact, float(inner.k_factor))
+        codes = Sq8Codes.of(inner)
+        return None if codes is None else (codes, None, REFINE_K_FACTOR)
+
+    def _scan_sq8(
+        self, codes: Sq8Codes, exact: np.ndarray | None, k_factor: float, q: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by the integer scan of the 8-bit codes (:mod:`operators.index.sq8_codes`),
+        its best ``k * k_factor`` re-scored from ``exact`` vectors or, without them, from the
+        decoded codes (FAISS's own ``SQ8`` scores)."""
+        kk = min(k, self.ntotal)
+        rows = codes.candidates(q, max(kk, int(kk * k_factor)))
+        vectors = exact[rows] if exact is not None else codes.decode(rows)
+        top, best = top_k_rows(np.matmul(vectors, q[:, :, None])[..., 0], kk)
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), self.ntotal)
+        D = np.full((len(q), k), NO_SCORE, np.float32)
+        I = np.full((len(q), k), -1, np.int64)
+        D[:, :kk], I[:, :kk] = best, ids[np.take_along_axis(rows, top, 1)]
+        return D, I
 
     def _scan(self, stored: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` of each query over ``stored`` by BLAS products, blocks of queries at a time.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.index.shard import IndexShard, choose_device, gpu_available, top_k_rows
+from operators.index.shard import IndexShard, choose_device, gpu_available
+from operators.index.topk import top_k_rows
 from streamvision.errors import InputError
 
 
