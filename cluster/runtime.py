@@ -159,31 +159,33 @@ class _Driver:
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
-        sink_nodes = [n for n in self.flow.nodes if n.kind == "sink"]
-        for node in sink_nodes:
-            actor = SinkActor.options(**_actor_options(node)).remote(node.id, node.component)
-            self.sinks[node.id] = _Pool(node, [actor])
+        """Create every actor at once, so that model loading overlaps the other actors' start-up;
+        then open the sources (bad input fails before any write) and the sinks, and wait for the
+        models."""
+        for node in self.flow.nodes:
+            if node.kind == "sink":
+                actor = SinkActor.options(**_actor_options(node)).remote(node.id, node.component)
+                self.sinks[node.id] = _Pool(node, [actor])
         first_sink = next(iter(self.sinks.values())).actors[0] if self.sinks else None
+        for node in self.flow.nodes:
+            if node.kind == "operator":
+                actors = [
+                    OperatorActor.options(**_actor_options(node)).remote(
+                        node.id, node.component,
+                        OperatorContext(_device(node), max(1, int(node.resources.num_cpus)), i))
+                    for i in range(node.resources.replicas)
+                ]
+                self.pools[node.id] = _Pool(node, actors)
+            elif node.kind == "source":
+                actors = [
+                    SourceActor.options(**_actor_options(node)).remote(
+                        node.id, node.component, node.resources.max_batch, first_sink)
+                    for _ in range(node.resources.replicas)
+                ]
+                self.sources.append(_Source(node, actors))
         try:
-            for node in self.flow.nodes:
-                if node.kind == "source":
-                    actors = [
-                        SourceActor.options(**_actor_options(node)).remote(
-                            node.id, node.component, node.resources.max_batch, first_sink)
-                        for _ in range(node.resources.replicas)
-                    ]
-                    ray.get([a.open.remote() for a in actors])  # bad input fails before any write
-                    self.sources.append(_Source(node, actors))
+            ray.get([a.open.remote() for s in self.sources for a in s.actors])
             ray.get([p.actors[0].open.remote() for p in self.sinks.values()])
-            for node in self.flow.nodes:
-                if node.kind == "operator":
-                    actors = [
-                        OperatorActor.options(**_actor_options(node)).remote(
-                            node.id, node.component,
-                            OperatorContext(_device(node), max(1, int(node.resources.num_cpus)), i))
-                        for i in range(node.resources.replicas)
-                    ]
-                    self.pools[node.id] = _Pool(node, actors)
             # models load in the actors' constructors: wait for them, so the run's clock starts on data
             ray.get([a.__ray_ready__.remote() for p in self.pools.values() for a in p.actors])
         except ray.exceptions.RayTaskError as exc:
