@@ -26,7 +26,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from cluster.mop.results import plot_curves, write_records
-from cluster.mop.scheduler import SubEpoch, make_plan
+from cluster.mop.scheduler import PlanDispatcher, SubEpoch, make_plan
 from cluster.mop.worker import MopWorker
 from operators.training.architectures import build_model, forward_macs
 from operators.training.mst import ModelSelectionTable
@@ -243,7 +243,8 @@ def fit_multiple(
 def _run_plan(out_dir: Path, mst: ModelSelectionTable, plan: list[SubEpoch], workers: list[Any], epochs: int,
               seed: int, input_shape: tuple[int, ...], num_classes: int, attempt: int,
               on_epoch_end: EpochCallback | None) -> None:
-    """Submit the not yet checkpointed part of the plan, then checkpoint epochs as they end."""
+    """Run the not yet checkpointed part of the plan, a sub-epoch per free worker as workers come
+    free (:class:`PlanDispatcher`), and checkpoint each model's epoch as it ends."""
     done = {key: _last_done(out_dir, key, epochs) for key in mst.keys}
     states: dict[str, Any] = {}
     for key in mst.keys:
@@ -251,38 +252,58 @@ def _run_plan(out_dir: Path, mst: ModelSelectionTable, plan: list[SubEpoch], wor
             states[key] = ray.put(load_checkpoint(_checkpoint_path(out_dir, key, done[key]))["state"])
         else:
             states[key] = ray.put(init_state(mst[key], input_shape, num_classes, sub_seed(seed, key, "init")))
+    dispatcher = PlanDispatcher([task for task in plan if task.epoch > done[task.model]])
     records: dict[tuple[str, int], list[Any]] = {}
-    epoch_ends: dict[Any, tuple[str, int, Any]] = {}
-    for task in plan:
-        if task.epoch <= done[task.model]:
-            continue
-        state_ref, record_ref = workers[task.worker].train.options(num_returns=2).remote(
-            task.model, states[task.model], task.epoch, task.hop,
-            sub_seed(seed, task.model, task.epoch, task.worker), task.last)
-        states[task.model] = state_ref
-        records.setdefault((task.model, task.epoch), []).append(record_ref)
-        if task.last:
-            epoch_ends[record_ref] = (task.model, task.epoch, state_ref)
-    pending = list(epoch_ends)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=_LIVENESS_S)
+    running: dict[Any, tuple[SubEpoch, Any]] = {}  # record ref -> (sub-epoch, its output state ref)
+    free = set(range(len(workers)))
+    ended: list[tuple[SubEpoch, Any]] = []
+    while True:
+        for w in sorted(free):
+            task = dispatcher.take(w)
+            if task is None:
+                continue
+            states[task.model], record_ref = workers[w].train.options(num_returns=2).remote(
+                task.model, states[task.model], task.epoch, task.hop,
+                sub_seed(seed, task.model, task.epoch, task.worker), task.last)
+            records.setdefault((task.model, task.epoch), []).append(record_ref)
+            running[record_ref] = (task, states[task.model])
+            free.discard(w)
+        for task, state_ref in ended:  # after the workers have their next sub-epochs
+            _end_epoch(out_dir, mst, task, records[(task.model, task.epoch)], state_ref, attempt, on_epoch_end)
+        ended = []
+        if not running:
+            return
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=_LIVENESS_S)
         if not ready:
             _check_alive(workers)
             continue
-        key, epoch, state_ref = epoch_ends[ready[0]]
-        hops = ray.get(records[(key, epoch)])
-        state: ModelState = ray.get(state_ref)
-        metrics = {
-            "model": key, "arch": mst[key].arch, "epoch": epoch,
-            "train_loss": float(sum(h["train_loss"] * h["rows"] for h in hops) / sum(h["rows"] for h in hops)),
-            "val_loss": float(hops[-1]["val_loss"]), "val_acc": float(hops[-1]["val_acc"]),
-            "time_s": float(sum(h["end"] - h["start"] for h in hops)),
-            "bytes_moved": int(sum(h["bytes_in"] for h in hops)),
-            "state_bytes": state_nbytes(state),
-            "partitions": [int(h["worker"]) for h in hops],
-        }
-        save_checkpoint(_checkpoint_path(out_dir, key, epoch), {
-            "state": state, "metrics": metrics, "config": mst[key].to_json(),
-            "hops": [{**hop, "attempt": attempt} for hop in hops]})
-        if on_epoch_end is not None:
-            on_epoch_end(metrics)
+        ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+        for ref in ready:
+            ray.get(ref)  # raises if the worker died or the sub-epoch failed
+            task, state_ref = running.pop(ref)
+            dispatcher.finish(task)
+            free.add(task.worker)
+            if task.last:
+                ended.append((task, state_ref))
+
+
+def _end_epoch(out_dir: Path, mst: ModelSelectionTable, task: SubEpoch, record_refs: list[Any], state_ref: Any,
+               attempt: int, on_epoch_end: EpochCallback | None) -> None:
+    """Checkpoint a model's state and metrics at the end of its epoch (``task`` was its last sub-epoch)."""
+    key, epoch = task.model, task.epoch
+    hops = ray.get(record_refs)
+    state: ModelState = ray.get(state_ref)
+    metrics = {
+        "model": key, "arch": mst[key].arch, "epoch": epoch,
+        "train_loss": float(sum(h["train_loss"] * h["rows"] for h in hops) / sum(h["rows"] for h in hops)),
+        "val_loss": float(hops[-1]["val_loss"]), "val_acc": float(hops[-1]["val_acc"]),
+        "time_s": float(sum(h["end"] - h["start"] for h in hops)),
+        "bytes_moved": int(sum(h["bytes_in"] for h in hops)),
+        "state_bytes": state_nbytes(state),
+        "partitions": [int(h["worker"]) for h in hops],
+    }
+    save_checkpoint(_checkpoint_path(out_dir, key, epoch), {
+        "state": state, "metrics": metrics, "config": mst[key].to_json(),
+        "hops": [{**hop, "attempt": attempt} for hop in hops]})
+    if on_epoch_end is not None:
+        on_epoch_end(metrics)

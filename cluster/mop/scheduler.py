@@ -8,9 +8,10 @@ a time and a worker trains one model at a time.
 The rule runs here on a deterministic clock: a sub-epoch's duration is its estimated cost
 (rows x forward multiply-accumulates, integers), not the wall clock. The resulting plan,
 and therefore every model's sequence of partitions and its final weights, depends only on
-the seed; the Ray workers then execute the plan, each sub-epoch starting as soon as its
-model's state arrives. With costs proportional to real work, the plan keeps the workers
-as busy as the dynamic rule would.
+the seed. :class:`PlanDispatcher` then runs it work-conserving on the real clock: every
+model follows its planned route, but a free worker starts the earliest-planned sub-epoch
+that is due on it and whose model is free, instead of waiting for the one the estimates
+put next. Estimates that are off cost no idle time, and the weights stay the plan's.
 
 >>> plan = make_plan(["a", "b"], {("a", 0): 2, ("a", 1): 2, ("b", 0): 3, ("b", 1): 3}, 2, 1, seed=0)
 >>> sorted((t.model, t.worker) for t in plan)
@@ -20,6 +21,7 @@ as busy as the dynamic rule would.
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -113,3 +115,48 @@ def check_plan(plan: Sequence[SubEpoch], models: Sequence[str], workers: int, ep
         for item in items:
             spans = sorted((t.start, t.end) for t in plan if getattr(t, key) == item)
             assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"{key} {item} overlaps itself"
+
+
+class PlanDispatcher:
+    """Hands out a plan's sub-epochs to free workers as they come free (work-conserving).
+
+    Each model's sub-epochs are taken in the plan's order (its route of partitions, epoch by
+    epoch), one at a time; a free worker gets, among the models that are free and due on it
+    next, the sub-epoch that the plan starts first. So a model is on one worker at a time, a
+    worker trains one model at a time, and every model sees its partitions in the planned
+    order whatever the real durations.
+
+    >>> plan = make_plan(["a", "b"], {("a", 0): 2, ("a", 1): 2, ("b", 0): 3, ("b", 1): 3}, 2, 1, seed=0)
+    >>> dispatcher = PlanDispatcher(plan)
+    >>> first = [dispatcher.take(w) for w in (0, 1)]
+    >>> sorted(t.model for t in first), dispatcher.take(0)
+    (['a', 'b'], None)
+    >>> dispatcher.finish(first[0]); dispatcher.take(first[0].worker) is None  # its model is due elsewhere
+    True
+    """
+
+    def __init__(self, plan: Sequence[SubEpoch]) -> None:
+        self._routes: dict[str, deque[SubEpoch]] = {}
+        for task in sorted(plan, key=lambda t: (t.start, t.worker)):
+            self._routes.setdefault(task.model, deque()).append(task)
+        self._busy: set[str] = set()
+
+    @property
+    def remaining(self) -> int:
+        """Sub-epochs not yet handed out."""
+        return sum(len(route) for route in self._routes.values())
+
+    def take(self, worker: int) -> SubEpoch | None:
+        """The next sub-epoch for free ``worker`` (its model is then busy), or None for now."""
+        due = [route[0] for model, route in self._routes.items()
+               if route and model not in self._busy and route[0].worker == worker]
+        if not due:
+            return None
+        task = min(due, key=lambda t: (t.start, t.model))
+        self._routes[task.model].popleft()
+        self._busy.add(task.model)
+        return task
+
+    def finish(self, task: SubEpoch) -> None:
+        """``task`` has ended: its model is free for its next sub-epoch."""
+        self._busy.discard(task.model)

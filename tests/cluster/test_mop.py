@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cluster.mop.runner import fit_multiple, worker_name
-from cluster.mop.scheduler import check_plan, make_plan
+from cluster.mop.scheduler import PlanDispatcher, check_plan, make_plan
 from operators.training.mst import load_model_selection_table
 from operators.training.step import load_checkpoint
 from streamvision.datasets import fashion_mnist
@@ -52,6 +52,30 @@ def test_plan_order_depends_on_the_seed_and_keeps_workers_busy():
     assert len(orders) > 1
     plan = make_plan(keys, cost, 2, 2, seed=0)
     assert max(t.end for t in plan) == 8 * 2 * 10  # equal costs, m >= p: no idle time at all
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dispatcher_keeps_the_routes_and_never_idles_a_worker_that_has_work(seed):
+    """Event simulation with real durations unlike the estimates (up to 3x off either way)."""
+    keys, workers = [f"m{i}" for i in range(6)], 3
+    rng = random.Random(seed)
+    plan = make_plan(keys, {(k, w): 10 for k in keys for w in range(workers)}, workers, 3, seed=seed)
+    dispatcher = PlanDispatcher(plan)
+    clock, running, ran = 0.0, {}, []  # running: worker -> (task, end)
+    while dispatcher.remaining or running:
+        for w in range(workers):
+            if w not in running and (task := dispatcher.take(w)) is not None:
+                running[w] = (task, clock + 10 * rng.uniform(1 / 3, 3))
+                ran.append((task, clock))
+        for w in range(workers):  # work-conserving: a free worker has nothing it may start
+            if w not in running:
+                assert dispatcher.take(w) is None
+        w = min(running, key=lambda k: running[k][1])
+        task, clock = running.pop(w)
+        dispatcher.finish(task)
+    for key in keys:  # each model ran its planned route, in order
+        assert [t for t, _ in ran if t.model == key] == [t for t in plan if t.model == key]
+    assert len(ran) == len(plan) == len(set(t for t, _ in ran))
 
 
 # ------------------------------------------------------------------ real runs
