@@ -8,7 +8,7 @@ status values and acks come back to the driver.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import ray
 from ray.util import metrics
@@ -20,13 +20,37 @@ from streamvision.patches import PatchBatch
 _LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
 
-def _merge(batches: tuple[Any, ...]) -> Any:
+def _merge(batches: Sequence[Any]) -> Any:
     """One batch from several (dynamic batching)."""
     if len(batches) == 1:
         return batches[0]
     if isinstance(batches[0], PatchBatch):
         return PatchBatch.concat(batches)
     return FrameBatch.concat(batches)
+
+
+def mergeable_runs(batches: Sequence[Any]) -> list[list[Any]]:
+    """Consecutive batches grouped so that each group merges into one batch: frames of one image
+    size per group (cameras of different resolutions feed one operator); patches always merge.
+    Empty frame batches (dead letters only) join any group."""
+    if not isinstance(batches[0], FrameBatch):
+        return [list(batches)]
+    runs: list[list[Any]] = []
+    shape = None
+    for batch in batches:
+        this = batch.images.shape[1:] if len(batch) else None
+        if runs and (this is None or shape is None or this == shape):
+            runs[-1].append(batch)
+        else:
+            runs.append([batch])
+        shape = this or shape
+    return runs
+
+
+def process_batches(operator: Operator, batches: Sequence[Any]) -> Any:
+    """Run ``operator`` on the merged ``batches``: once per run of same-size frames, outputs merged."""
+    outputs = [operator.process(_merge(run)) for run in mergeable_runs(batches)]
+    return _merge(outputs)
 
 
 class _Instrumented:
@@ -117,9 +141,8 @@ class OperatorActor(_Instrumented):
     def process(self, *batches: Any) -> Any:
         """Transform the (merged) batches."""
         started = time.perf_counter()
-        batch = _merge(batches)
-        out = self.operator.process(batch)
-        self._record(len(batch), started)
+        out = process_batches(self.operator, batches)
+        self._record(sum(len(b) for b in batches), started)
         return out
 
     def teardown(self) -> None:

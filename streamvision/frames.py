@@ -5,7 +5,8 @@ travel as a :class:`FrameBatch`: one stacked ``(n, h, w, 3)`` uint8 array plus n
 columns, so that Ray's object store hands the pixels to the next actor without copies.
 
 >>> import numpy as np
->>> from streamvision.lineage import FileKey
+>>> from streamvision.errors import InputError
+from streamvision.lineage import FileKey
 >>> batch = FrameBatch.from_frames([
 ...     Frame(FileKey("a.mp4", i), pts=i / 10, wall_time=0.0,
 ...           image=np.zeros((4, 6, 3), np.uint8)) for i in range(3)])
@@ -20,6 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from streamvision.errors import InputError
 from streamvision.lineage import FileKey, FrameKey, FrameKeyCodec, KafkaKey
 
 
@@ -119,11 +121,19 @@ class FrameBatch:
 
     @classmethod
     def concat(cls, batches: Sequence["FrameBatch"]) -> "FrameBatch":
-        """Frames of several same-size batches in order; list-valued ``meta`` is concatenated."""
+        """Frames of several same-size batches in order; list-valued ``meta`` is concatenated.
+
+        Raises:
+            InputError: the batches hold frames of different sizes (see
+                ``cluster.actors.mergeable_runs`` for grouping them first).
+        """
         from streamvision.patches import merge_meta
 
         if len(batches) == 1:
             return batches[0]
+        sizes = sorted({b.images.shape[1:] for b in batches if len(b)})
+        if len(sizes) > 1:
+            raise InputError(f"frames of different sizes cannot share one batch: {sizes}")
         return cls(
             keys=[k for b in batches for k in b.keys],
             cameras=[c for b in batches for c in b.cameras],
