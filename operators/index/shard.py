@@ -33,8 +33,10 @@ Every check happens before the index is touched, so bad input leaves it unchange
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import faiss
 import numpy as np
@@ -135,6 +137,21 @@ def _build(dim: int, factory: str) -> faiss.Index:
     return faiss.IndexIDMap2(inner)
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _locked(method: _Method) -> _Method:
+    """Serialize calls on one shard: scans read FAISS's buffers without the GIL, and an add
+    from another thread may move them."""
+
+    @functools.wraps(method)
+    def run(self: "IndexShard", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 def _flat_view(index: faiss.Index) -> np.ndarray | None:
     """A zero-copy ``(ntotal, d)`` view of an inner-product ``Flat`` index's vectors, else None."""
     flat = faiss.downcast_index(index)
@@ -155,6 +172,8 @@ def _supports_remove(index: faiss.IndexIDMap2) -> bool:
 
 class IndexShard:
     """A FAISS index with add / upsert / remove by 63-bit patch id.
+
+    Calls on one shard are serialized by a lock, so a shard can be shared between threads.
 
     Args:
         dim: vector dimension.
@@ -183,6 +202,7 @@ class IndexShard:
         self._setup(normalized, append_only or not _supports_remove(self.index), device)
 
     def _setup(self, normalized: bool, append_only: bool, device: str | None) -> None:
+        self._lock = threading.RLock()
         self.normalized = normalized
         self.append_only = append_only
         wanted = choose_device(append_only) if device is None else device
@@ -209,6 +229,7 @@ class IndexShard:
         """The ids held, in insertion order."""
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
+    @_locked
     def stats(self) -> dict[str, Any]:
         """Facts about this shard: size, training, device, bytes per vector."""
         inner = faiss.downcast_index(self.index.index)
@@ -245,6 +266,7 @@ class IndexShard:
             check_normalized(x, what)
         return x
 
+    @_locked
     def train(self, sample: np.ndarray) -> None:
         """Train an ``IVF`` / ``PQ`` index from a sample (a no-op for indexes that need none).
 
@@ -259,6 +281,7 @@ class IndexShard:
         except RuntimeError as exc:
             raise InputError(f"cannot train {self.factory!r} on {len(x)} vectors: {exc}") from exc
 
+    @_locked
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert vectors under ``ids``, replacing any already held (same id twice = one entry).
 
@@ -287,6 +310,7 @@ class IndexShard:
         if self._gpu_index is not None:
             self._gpu_index.add_with_ids(x, ids)
 
+    @_locked
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present.
 
@@ -309,6 +333,7 @@ class IndexShard:
             return self._gpu_index, None
         return self.index, None
 
+    @_locked
     def search(self, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by inner product: ``(D, I)``, each ``(nq, k)``; ``I == -1`` where none.
 
@@ -394,6 +419,7 @@ class IndexShard:
             I[:, :kk] = ids[top]
         return D, I
 
+    @_locked
     def range_search(
         self, queries: np.ndarray, threshold: float, ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -415,6 +441,7 @@ class IndexShard:
         kept_before = np.concatenate([[0], np.cumsum(keep)])
         return kept_before[lims].astype(lims.dtype), D[keep], I[keep]
 
+    @_locked
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored (decoded) vectors of ``ids`` as ``(n, dim)`` float32.
 
@@ -430,6 +457,7 @@ class IndexShard:
         return self.index.reconstruct_batch(ids)
 
     # ------------------------------------------------------------------ files
+    @_locked
     def save(self, path: str | Path) -> None:
         """Write the (CPU) index atomically (a temporary file renamed into place)."""
         path = Path(path)

@@ -117,3 +117,27 @@ def test_without_the_kernel_sq8_shards_fall_back_to_faiss(monkeypatch, tile_feat
     assert shard.stats()["scan_kernel"] == "faiss"
     D, I = shard.search(tile_features[:3], 5)
     assert I[:, 0].tolist() == [0, 1, 2]
+
+
+def test_a_shard_shared_between_threads_searches_while_it_grows(tile_features):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.tile(tile_features, (4, 1))  # enough adds that FAISS moves its code buffer
+    shard = IndexShard(1024, "SQ8,RFlat")
+    shard.train(tile_features)
+    shard.upsert(np.arange(100), x[:100])
+
+    def grow() -> None:
+        for start in range(100, len(x), 50):
+            chunk = x[start:start + 50]
+            shard.upsert(np.arange(start, start + len(chunk)), chunk)
+
+    def look() -> list[np.ndarray]:
+        return [shard.search(x[:4], 5)[1] for _ in range(60)]
+
+    with ThreadPoolExecutor(2) as pool:
+        grown, seen = pool.submit(grow), pool.submit(look)
+        grown.result()
+        results = seen.result()
+    assert shard.ntotal == len(x)
+    assert all(((I >= 0) & (I < len(x))).all() for I in results)
