@@ -132,22 +132,38 @@ def test_killed_operator_actor_restarts_and_nothing_is_lost(ray_cluster, vtest_p
     killed: list[int] = []
 
     def kill_one_featurizer() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            busy = [p for p in _our_actor_processes("OperatorActor") if "process" in p.cmdline()[0]]
-            if busy:
-                os.kill(busy[0].pid, signal.SIGKILL)
-                killed.append(busy[0].pid)
+        """Kill the featurizer mid-task if caught busy, else (its tasks are short) mid-run, 0.5 s
+        after it first answers: batches are in flight or queued on it either way."""
+        first_seen = None
+        while not finished.is_set() and not killed:
             time.sleep(0.05)
+            try:
+                titles = {p.pid: p.cmdline()[0] for p in _our_actor_processes("OperatorActor") if p.pid not in earlier}
+            except (psutil.NoSuchProcess, IndexError):
+                continue  # a process exited while we looked
+            ready = [pid for pid, title in titles.items() if title != "ray::OperatorActor.__init__"]
+            first_seen = first_seen or (time.time() if ready else None)
+            busy = [pid for pid in ready if "process" in titles[pid]]
+            if busy or (first_seen and time.time() - first_seen > 0.5):
+                try:
+                    os.kill((busy or ready)[0], signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append((busy or ready)[0])
 
     flow = Dataflow("restart")
     (flow.source(VideoFileSource(path=str(vtest_path), every=2), max_batch=8)
          .then(WholeFramePatches()).then(ColorHistogram(bins=4, grid=1))
          .sink(StoreSink(data=str(tmp_path / "data"))))
+    earlier = {p.pid for p in _our_actor_processes("OperatorActor")}  # other tests' actors, if still exiting
+    finished = threading.Event()
     killer = threading.Thread(target=kill_one_featurizer)
     killer.start()
-    report = flow.run()
-    killer.join()
-    assert killed, "the featurizer actor was never seen busy"
+    try:
+        report = flow.run()
+    finally:
+        finished.set()
+        killer.join()
+    assert killed, "the featurizer actor never started"
     assert report.frames == 398
     assert report.sinks["store"]["indexed"] == 398
