@@ -122,7 +122,7 @@ class Sq8Codes:
 
     def candidates(self, queries: np.ndarray, m: int) -> np.ndarray:
         """Row positions ``(nq, min(m, ntotal))`` of the best ``m`` rows of each query by the
-        integer scan, in no particular order."""
+        integer scan, best first."""
         n = len(self.codes)
         m = min(m, n)
         out = np.empty((len(queries), m), np.int64)
