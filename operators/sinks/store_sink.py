@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from operators.base import Sink
-from operators.index.shard import IndexShard
+from operators.index.shard import IndexShard, as_matrix
 from operators.sinks.offsets import OffsetTracker
 from operators.stores.lineage_store import LineageStore
 from streamvision.errors import ConfigError
@@ -73,6 +73,10 @@ class StoreSink(Sink):
             last snapshot are replayed from RocksDB on open, so none is lost.
         featurizer: spec (``{"op": ..., "options": ...}``) of the featurizer feeding this
             sink; the dataflow fills it in from the graph.
+        keep_index: hold the FAISS index in the sink and snapshot it, so that queries open
+            fast. ``False`` stores vectors and lineage only: the sink's memory stays flat on an
+            endless stream, and readers build the index from the stored vectors
+            (:func:`open_index`, or the sharded index service over the same store).
     """
 
     name = "store"
@@ -84,8 +88,10 @@ class StoreSink(Sink):
         index_factory: str = "Flat",
         snapshot_every_s: float = 5.0,
         featurizer: dict[str, Any] | None = None,
+        keep_index: bool = True,
     ) -> None:
         self.data = str(data)
+        self.keep_index = keep_index
         self.index_factory = index_factory
         self.snapshot_every_s = snapshot_every_s
         self.featurizer = featurizer
@@ -95,6 +101,7 @@ class StoreSink(Sink):
         self._tracker: OffsetTracker | None = None
         self._next_snapshot = 0.0
         self._written = 0
+        self._vectors = 0
         self.last_offsets: dict[tuple[str, int], int] = {}
 
     def input_type(self) -> PatchType:
@@ -120,9 +127,12 @@ class StoreSink(Sink):
         self.dim = self.dim or manifest.get("dim")
         self._store = LineageStore(root / LINEAGE_DIR)
         self._tracker = OffsetTracker(self._store.offsets())
-        if self.dim:
+        if not self.keep_index:
+            (root / INDEX_FILE).unlink(missing_ok=True)  # it would fall behind the stored vectors
+        elif self.dim:
             factory = manifest.get("factory", self.index_factory)
             self._index = open_index(root, self._store, self.dim, factory)
+        if self.dim:
             self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -144,12 +154,17 @@ class StoreSink(Sink):
         if self._store is None:
             self.open()
         assert self._store is not None and self._tracker is not None
-        if batch.vectors is not None and len(batch) and self._index is None:
-            self.dim = batch.dim
-            self._index = IndexShard(batch.dim, self.index_factory)  # type: ignore[arg-type]
-            self._write_manifest()
-        if batch.vectors is not None and self._index is not None and len(batch):
-            self._index.upsert(batch.ids, batch.vectors)  # checks dim and finite values first
+        if batch.vectors is not None and len(batch):
+            if self.dim is None:
+                self.dim = batch.dim
+                self._write_manifest()
+            if self.keep_index:
+                if self._index is None:
+                    self._index = IndexShard(self.dim, self.index_factory)  # type: ignore[arg-type]
+                self._index.upsert(batch.ids, batch.vectors)  # checks dim and finite values first
+            else:
+                as_matrix(batch.vectors, self.dim)  # type: ignore[arg-type]  # the same checks
+            self._vectors += len(batch)
         self.last_offsets = self._tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
         written = self._store.write_patches(batch, offsets=self.last_offsets)
         self._written += written
@@ -174,5 +189,6 @@ class StoreSink(Sink):
             self._index = None
 
     def stats(self) -> dict[str, Any]:
-        """Patches written in this run and vectors indexed."""
-        return {"written": self._written, "indexed": self._index.ntotal if self._index else 0}
+        """Patches written and vectors stored in this run, and vectors held in the sink's index."""
+        return {"written": self._written, "vectors": self._vectors,
+                "indexed": self._index.ntotal if self._index else 0}

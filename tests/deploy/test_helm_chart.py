@@ -72,8 +72,12 @@ def test_gpu_workers_ask_kubernetes_and_ray_for_their_gpus():
     assert "nvidia.com/gpu" not in cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
-def test_job_can_be_left_out():
-    assert "RayJob" not in render({**KAFKA, "job": {"enabled": False}})
+def test_job_can_be_left_out_and_the_sink_can_drop_its_index():
+    kinds = render({**KAFKA, "job": {"enabled": False}, "sink": {"keepIndex": False}})
+    assert "RayJob" not in kinds
+    pipeline = yaml.safe_load(kinds["ConfigMap"]["data"]["pipeline.yaml"])
+    assert pipeline["sink"]["keep_index"] is False
+    assert Dataflow.from_config(pipeline).nodes[-1].component.keep_index is False
 
 
 @pytest.mark.parametrize("values, message", [
@@ -81,6 +85,7 @@ def test_job_can_be_left_out():
     ({**KAFKA, "workers": {"replicas": -1}}, "/workers/replicas"),
     ({"kafka": {"bootstrapServers": "k:9092", "topic": "frames.dlq"}}, "/kafka/topic"),
     ({**KAFKA, "storage": {"mountPath": "data"}}, "/storage/mountPath"),
+    ({**KAFKA, "sink": {"keepIndex": "no"}}, "/sink/keepIndex"),
     ({**KAFKA, "pipeline": {"steps": [{"replicas": 2}]}}, "op"),
 ])
 def test_bad_values_are_refused_with_the_key_named(values, message):

@@ -71,7 +71,7 @@ def test_sink_indexes_tracks_offsets_and_recovers_the_index(tmp_path, vectors_ba
     sink.write(vectors_batch)
     assert sink.last_offsets == {("cam", 0): 10}
     sink.write(vectors_batch)  # a replay changes nothing
-    assert sink.stats() == {"written": 20, "indexed": 10}
+    assert sink.stats() == {"written": 20, "vectors": 20, "indexed": 10}
     sink.close()
     manifest = read_manifest(tmp_path / "data")
     assert manifest["dim"] == 64
@@ -80,6 +80,27 @@ def test_sink_indexes_tracks_offsets_and_recovers_the_index(tmp_path, vectors_ba
     again.open()
     assert again.stats()["indexed"] == 10 and again.committed_offsets() == {("cam", 0): 10}
     again.close()
+
+
+def test_sink_without_its_index_stores_vectors_and_queries_still_find_them(tmp_path, vectors_batch):
+    from streamvision.query import connect
+
+    data = tmp_path / "data"
+    (data / "index").mkdir(parents=True)
+    (data / "index" / "main.faiss").write_bytes(b"stale")  # an earlier run's snapshot would fall behind
+    sink = StoreSink(data=str(data), keep_index=False)
+    sink.open()
+    assert not (data / "index" / "main.faiss").exists()
+    sink.write(vectors_batch)
+    assert sink.stats() == {"written": 10, "vectors": 10, "indexed": 0}  # nothing held in memory
+    bad = vectors_batch.take(np.arange(2))
+    bad.vectors = np.full_like(bad.vectors, np.nan)
+    with pytest.raises(InputError, match="NaN"):  # checked as strictly as by the index
+        sink.write(bad)
+    sink.close()
+    with connect(data) as collection:  # the index is built from the stored vectors
+        best = collection.similar(vectors_batch.vectors[3], k=1)[0]
+    assert best.patch_id == int(vectors_batch.ids[3]) and best.score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_sink_refuses_vectors_of_another_dimension(tmp_path, vectors_batch):
