@@ -76,7 +76,7 @@ class StoreSink(Sink):
         keep_index: hold the FAISS index in the sink and snapshot it, so that queries open
             fast. ``False`` stores vectors and lineage only: the sink's memory stays flat on an
             endless stream, and readers build the index from the stored vectors
-            (:func:`open_index`, or the sharded index service over the same store).
+            (:func:`open_index`, as ``streamvision.query.connect`` does).
     """
 
     name = "store"
