@@ -19,6 +19,8 @@ writes ``out/ingest.json`` and ``out/ingest.png`` (latency over time, RSS over t
 
 from __future__ import annotations
 
+import streamvision
+
 import argparse
 import json
 import os
@@ -39,18 +41,18 @@ import psutil  # noqa: E402
 
 from cluster.broker import EmbeddedBroker  # noqa: E402
 from operators.featurizers.color_histogram import ColorHistogram  # noqa: E402
-from operators.kafka_settings import KafkaSettings, ensure_topic  # noqa: E402
+from operators.kafka.settings import KafkaSettings, ensure_topic  # noqa: E402
 from operators.patches.whole_frame import WholeFramePatches  # noqa: E402
 from operators.producers import FrameProducer  # noqa: E402
 from operators.producers.frame_reader import FrameReader  # noqa: E402
 from operators.sinks.store_sink import StoreSink  # noqa: E402
 from operators.sources.kafka_source import KafkaSource  # noqa: E402
-from streamvision import wire  # noqa: E402
-from streamvision.assets import vtest_video  # noqa: E402
-from streamvision.dataflow import Dataflow  # noqa: E402
-from streamvision.frames import FrameBatch  # noqa: E402
-from streamvision.lineage import KafkaKey  # noqa: E402
-from streamvision.patches import PatchBatch  # noqa: E402
+from operators.kafka import wire  # noqa: E402
+from operators.assets import vtest_video  # noqa: E402
+from streamvision.plan.dataflow import Dataflow  # noqa: E402
+from streamvision.core.frames import FrameBatch  # noqa: E402
+from streamvision.core.lineage import KafkaKey  # noqa: E402
+from streamvision.core.patches import PatchBatch  # noqa: E402
 
 
 #: The featurizer of every phase: a 4-level-per-channel joint RGB histogram on a 2 x 2 grid,
@@ -211,7 +213,7 @@ def fixed_rate(servers: str, frames: list[np.ndarray], data: Path, cameras: int,
             stopping.set()
             os.kill(os.getpid(), signal.SIGINT)  # the runtime's Ctrl-C: stop reading, drain, close
 
-    report = _flow(servers, topic, data, until_end=False, max_batch=max_batch).run(progress=progress)
+    report = streamvision.run(_flow(servers, topic, data, until_end=False, max_batch=max_batch), progress=progress)
     thread.join(30)
     sink = next(iter(report.sinks.values()))
     written_at, latency = np.asarray(sink["written_at"]), np.asarray(sink["latency_s"])
@@ -254,7 +256,7 @@ def main() -> None:
         root = Path(tmp)
         ensure_topic(KafkaSettings(servers), "bench-max", partitions=args.cameras)
         _send(servers, "bench-max", _messages(frames, args.cameras, args.backlog, args.quality))
-        maxed = _flow(servers, "bench-max", root / "max", until_end=True, max_batch=args.max_batch).run()
+        maxed = streamvision.run(_flow(servers, "bench-max", root / "max", until_end=True, max_batch=args.max_batch))
         loop_fps = plain_loop_fps(servers, "bench-max", args.backlog, root / "loop", args.max_batch)
         fixed = fixed_rate(servers, frames, root / "fixed", args.cameras, args.rate, args.duration, args.quality,
                            args.max_batch)

@@ -23,6 +23,8 @@ Writes ``DIR/models.json`` (keys ``detector_fps_per_core``, ``featurizer_patches
 
 from __future__ import annotations
 
+import streamvision
+
 import argparse
 import json
 import os
@@ -40,10 +42,10 @@ from operators.detectors.nanodet import NanoDetDetector
 from operators.featurizers.efficientnet import EfficientNetLite0Featurizer
 from operators.sinks.store_sink import StoreSink
 from operators.sources.video_file import VideoFileSource
-from streamvision.assets import vtest_video
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType
+from operators.assets import vtest_video
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType
 
 VTEST_FPS = 10.0
 #: Frames per batch from the source: 4 rather than 8 halves the end of a run where one replica
@@ -172,7 +174,7 @@ def _timing(started: float, first: tuple[float, int] | None, frames: int, patche
 
 def actor_dataflow(path: str, frames: int, data: Path) -> dict[str, Any]:
     """The default pipeline as the StreamVision actor dataflow (NanoDet on 1 thread, EfficientNet-Lite0 on 2)."""
-    from streamvision.dataflow import Dataflow
+    from streamvision.plan.dataflow import Dataflow
 
     started = time.perf_counter()
     flow = Dataflow("models-benchmark")
@@ -181,7 +183,7 @@ def actor_dataflow(path: str, frames: int, data: Path) -> dict[str, Any]:
                max_batch=FRAME_BATCH)
          .then(EfficientNetLite0Featurizer(), replicas=MODEL_REPLICAS, num_cpus=MODEL_THREADS, max_batch=FRAME_BATCH)
          .sink(StoreSink(data=str(data))))
-    report = flow.run()
+    report = streamvision.run(flow)
     result = _timing(started, None, report.frames, report.written)
     result["runtime_reported_fps"] = report.fps
     return result

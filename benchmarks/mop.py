@@ -29,7 +29,7 @@ import ray
 
 from cluster.mop.runner import FitResult, fit_multiple
 from operators.training.mst import load_model_selection_table
-from streamvision.datasets import fashion_mnist
+from operators.datasets import fashion_mnist
 
 ARCHS = ["cnn_tiny", "cnn_small", "cnn_deep", "mlp"]
 LRS = [1e-3, 3e-3]

@@ -13,6 +13,8 @@ writes ``out/pipeline_overhead.json`` (``dataflow_fps``, ``plain_loop_fps``, ``r
 
 from __future__ import annotations
 
+import streamvision
+
 import argparse
 import json
 import os
@@ -32,8 +34,8 @@ from operators.featurizers.color_histogram import ColorHistogram  # noqa: E402
 from operators.patches.whole_frame import WholeFramePatches  # noqa: E402
 from operators.sinks.store_sink import StoreSink  # noqa: E402
 from operators.sources.video_file import VideoFileSource  # noqa: E402
-from streamvision.assets import vtest_video  # noqa: E402
-from streamvision.pipelines import video_ingest_flow  # noqa: E402
+from operators.assets import vtest_video  # noqa: E402
+from streamvision.plan.pipelines import video_ingest_flow  # noqa: E402
 
 
 def plain_loop_fps(video: Path, data: Path, max_batch: int) -> float:
@@ -56,7 +58,7 @@ def plain_loop_fps(video: Path, data: Path, max_batch: int) -> float:
 
 def dataflow_fps(video: Path, data: Path, max_batch: int, replicas: int) -> float:
     """The pipeline as Ray actors (timed from the first pull, actors already up)."""
-    report = video_ingest_flow(video, data, featurizer="histogram", replicas=replicas, max_batch=max_batch).run()
+    report = streamvision.run(video_ingest_flow(video, data, featurizer="histogram", replicas=replicas, max_batch=max_batch))
     return report.fps
 
 

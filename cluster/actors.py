@@ -14,8 +14,8 @@ import ray
 from ray.util import metrics
 
 from operators.base import Operator, OperatorContext, Sink, Source
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
 
 _LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamvision.errors import StreamVisionError
+from streamvision.core.errors import StreamVisionError
 
 HOST = "127.0.0.1"
 _READY_TIMEOUT_S = 20.0
@@ -75,7 +75,7 @@ def default_state_dir() -> Path:
     env = os.environ.get("STREAMVISION_BROKER_DIR")
     if env:
         return Path(env)
-    from streamvision.assets import cache_dir
+    from operators.assets import cache_dir
 
     return cache_dir() / "broker"
 

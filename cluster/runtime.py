@@ -1,4 +1,4 @@
-"""Runs a validated :class:`~streamvision.dataflow.Dataflow` on Ray.
+"""Runs a validated :class:`~streamvision.plan.dataflow.Dataflow` on Ray.
 
 The driver keeps only object refs and small counters. Each node is a pool of actors
 (see ``cluster/actors.py``); batches pass between pools as refs, so pixels go from
@@ -31,8 +31,8 @@ from ray.util import metrics
 from cluster.actors import OperatorActor, SinkActor, SourceActor
 from cluster.local import ensure_ray
 from operators.base import OperatorContext
-from streamvision.dataflow import Dataflow, Node
-from streamvision.errors import ConfigError, StreamVisionError
+from streamvision.plan.dataflow import Dataflow, Node
+from streamvision.core.errors import ConfigError, StreamVisionError
 
 _POLL_S = 0.02
 

@@ -19,9 +19,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Iterator, TypeVar
 
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
-from streamvision.types import FrameType, PatchType, StreamType
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import FrameType, PatchType, StreamType
 
 In = TypeVar("In", FrameBatch, PatchBatch)
 Out = TypeVar("Out", FrameBatch, PatchBatch)
@@ -84,7 +84,7 @@ class Source(ABC):
         """The type of the frames it produces (sizes known after ``open`` may be ``None``)."""
 
     def open(self) -> None:
-        """Open files or connections; raise :class:`~streamvision.errors.InputError` on bad input."""
+        """Open files or connections; raise :class:`~streamvision.core.errors.InputError` on bad input."""
 
     @abstractmethod
     def read(self, max_batch: int) -> Iterator[FrameBatch]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from operators.base import Operator, OperatorContext
-from streamvision.types import StreamType
+from streamvision.core.types import StreamType
 
 
 class FusedOperator(Operator[Any, Any]):

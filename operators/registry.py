@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from streamvision.errors import ConfigError
+from streamvision.core.errors import ConfigError
 
 # name -> "module:Class"; imported on use so that a missing optional dependency only
 # matters to pipelines that use it.

@@ -9,4 +9,4 @@ python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # The SQ8 scan kernel is an optional C extension: say which one runs, or what is missing.
 python3 -c "from operators.index.sq8_codes import KERNEL_MISSING, best_kernel as k; print(f'SQ8 scan kernel: {k()}' if k() else f'warning: {KERNEL_MISSING}')"
 # Real sample data (Debian's opencv-doc: vtest.avi + photos), fetched once into ~/.cache/streamvision, sha256-checked.
-python3 -m streamvision.assets
+python3 -m operators.assets

@@ -36,7 +36,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def vtest_path() -> Path:
     """The real vtest.avi from Debian's opencv-doc, fetched once and cached."""
-    from streamvision.assets import vtest_video
+    from operators.assets import vtest_video
 
     return vtest_video()
 
@@ -44,7 +44,7 @@ def vtest_path() -> Path:
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     """opencv-doc's sample data directory (photos and videos)."""
-    from streamvision.assets import sample_data_dir
+    from operators.assets import sample_data_dir
 
     return sample_data_dir()
 

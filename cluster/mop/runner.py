@@ -31,8 +31,8 @@ from cluster.mop.worker import MopWorker
 from operators.training.architectures import build_model, forward_macs
 from operators.training.mst import ModelSelectionTable
 from operators.training.step import ModelState, init_state, load_checkpoint, save_checkpoint, state_nbytes, sub_seed
-from streamvision.datasets import LabeledData
-from streamvision.errors import ConfigError
+from operators.datasets import LabeledData
+from streamvision.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any]], None]

@@ -16,10 +16,10 @@ import numpy as np
 from operators.base import Operator, OperatorContext
 from operators.detectors.patches import detections_to_patches
 from operators.models.store import HOG_FILE, model_file, spec
-from streamvision.errors import ConfigError
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
-from streamvision.types import FrameType, PatchType, StreamType
+from streamvision.core.errors import ConfigError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import FrameType, PatchType, StreamType
 
 
 class HOGPeopleDetector(Operator[FrameBatch, PatchBatch]):

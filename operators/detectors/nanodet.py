@@ -18,10 +18,10 @@ from operators.models.coco import COCO80
 from operators.models.device import TorchDevice
 from operators.models.nanodet import NanoDet
 from operators.models.store import spec
-from streamvision.errors import ConfigError
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
-from streamvision.types import FrameType, PatchType, StreamType
+from streamvision.core.errors import ConfigError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import FrameType, PatchType, StreamType
 
 
 class NanoDetDetector(Operator[FrameBatch, PatchBatch]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from streamvision.errors import ConfigError
+from streamvision.core.errors import ConfigError
 
 
 def check_common(name: str, score_threshold: float, max_detections: int) -> None:

@@ -6,9 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
-from streamvision.frames import FrameBatch
-from streamvision.lineage import patch_id
-from streamvision.patches import PatchBatch
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import patch_id
+from streamvision.core.patches import PatchBatch
 
 #: Operator name of whole-frame patches (shared with ``WholeFramePatches`` so ids agree).
 WHOLE_FRAME = "whole_frame"

@@ -31,10 +31,10 @@ from operators.detectors.patches import detections_to_patches
 from operators.featurizers.resize import stack_resized
 from operators.models.device import TorchDevice
 from operators.models.nms import nms
-from streamvision.errors import ConfigError, InputError
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
-from streamvision.types import FrameType, PatchType, StreamType
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import FrameType, PatchType, StreamType
 
 
 def _resize_to(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:

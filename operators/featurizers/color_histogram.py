@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from operators.base import Operator, OperatorContext
-from streamvision.errors import ConfigError
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType, StreamType
+from streamvision.core.errors import ConfigError
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType, StreamType
 
 
 def color_histogram(image: np.ndarray, bins: int, grid: int) -> np.ndarray:

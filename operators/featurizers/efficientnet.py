@@ -22,9 +22,9 @@ from operators.models.device import TorchDevice
 from operators.models.efficientnet_lite import FEATURE_DIM, INPUT_SIZE, load_efficientnet_lite0, normalize
 from operators.models.imagenet import imagenet_classes
 from operators.models.store import model_file, spec
-from streamvision.errors import ConfigError
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType, StreamType
+from streamvision.core.errors import ConfigError
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType, StreamType
 
 _WEIGHTS = "efficientnet-lite0-57934424.pth"
 

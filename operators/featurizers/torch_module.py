@@ -17,9 +17,9 @@ import torch
 from operators.base import Operator, OperatorContext
 from operators.featurizers.resize import stack_resized
 from operators.models.device import TorchDevice
-from streamvision.errors import ConfigError, InputError
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType, StreamType
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType, StreamType
 
 
 class TorchModuleFeaturizer(Operator[PatchBatch, PatchBatch]):

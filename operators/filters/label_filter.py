@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from operators.base import Operator
-from streamvision.errors import ConfigError
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType, StreamType
+from streamvision.core.errors import ConfigError
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType, StreamType
 
 
 class LabelFilter(Operator[PatchBatch, PatchBatch]):

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from operators.index.shard import as_ids, as_matrix
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 JoinResult = tuple[np.ndarray, np.ndarray, np.ndarray]
 

@@ -3,10 +3,11 @@
 :class:`ShardSet` holds the whole client-side logic of the vector index service and
 leaves one thing abstract: how to call a method on every shard at once. Two subclasses:
 
-* :class:`ShardedIndex` (here): :class:`~operators.index.durable.DurableShard` objects in
+* :class:`ShardedIndex` (here): :class:`~operators.index.live_shard.LiveShard` objects in
   this process, one thread each (FAISS releases the GIL, so one query scans every shard
-  in parallel, on every core);
-* ``cluster.index_service.VectorIndexService``: one Ray actor per shard.
+  in parallel, on every core): the embedded ``streamvision.connect(DIR)`` and a store sink
+  that runs without a service;
+* ``cluster.service.shards.ActorShards``: one Ray actor per shard (the live service).
 
 Inputs are validated here, before any shard is called, so that bad input (wrong dim,
 NaN / inf, unnormalized vectors, negative ids) changes no shard. Results follow FAISS:
@@ -16,7 +17,7 @@ NaN / inf, unnormalized vectors, negative ids) changes no shard. Results follow 
 >>> import numpy as np, tempfile
 >>> x = np.eye(8, dtype=np.float32)
 >>> with ShardedIndex.open(tempfile.mkdtemp(), dim=8, shards=2) as index:
-...     _ = index.upsert(np.arange(1, 9), x)
+...     _ = index.apply(1, np.arange(1, 9), x)
 ...     D, I = index.search(x[2], k=1)
 ...     lims, _, hits = index.threshold(x[2], 0.5, where_ids=np.array([3, 4]))
 >>> int(I[0, 0]), hits.tolist()
@@ -33,24 +34,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from operators.index import joins
-from operators.index.durable import DurableShard, Offsets
+from operators.index.live_shard import LiveShard
 from operators.index.routing import merge_range, merge_topk, split
 from operators.index.shard import as_ids, as_matrix, check_normalized
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
-#: Where a service keeps its shards inside a data directory.
-INDEX_DIRNAME = "index-service"
-#: The lineage store a service replays from, inside a data directory.
+#: Where a collection keeps its shard snapshots inside its data directory.
+INDEX_DIRNAME = "index"
+#: The lineage store (the record), inside a data directory.
 STORE_DIRNAME = "lineage"
 
 
-def layout(data_dir: str | Path, store: str | Path | None) -> tuple[Path, Path | None]:
-    """``(index root, store)`` for a data directory: ``DATA/index-service`` and the given
-    store, else ``DATA/lineage`` where it exists."""
+def layout(data_dir: str | Path) -> tuple[Path, Path]:
+    """``(index root, store)`` of a data directory: ``DATA/index`` and ``DATA/lineage``."""
     data_dir = Path(data_dir)
-    if store is None and (data_dir / STORE_DIRNAME).exists():
-        store = data_dir / STORE_DIRNAME
-    return data_dir / INDEX_DIRNAME, None if store is None else Path(store)
+    return data_dir / INDEX_DIRNAME, data_dir / STORE_DIRNAME
 
 
 class ShardSet(ABC):
@@ -85,23 +83,24 @@ class ShardSet(ABC):
         """Train every shard on the same sample (a no-op for indexes that need none)."""
         self._all("train", self._vectors(sample, "training vectors"))
 
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> int:
-        """Insert or replace ``vectors`` under ``ids``; returns the total held afterwards."""
+    def check(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(ids, vectors)`` for :meth:`apply` (raises before anything is written)."""
         x = self._vectors(vectors, "vectors")
         ids = as_ids(ids)
         if len(ids) != len(x):
             raise InputError(f"{len(ids)} ids for {len(x)} vectors")
+        return ids, x
+
+    def apply(self, position: int, ids: np.ndarray, vectors: np.ndarray) -> int:
+        """Upsert vectors the store wrote at ``position`` into the shards they route to (every
+        shard learns the position); returns how many were applied."""
+        ids, x = self.check(ids, vectors)
         parts = split(ids, self.shards)
-        return sum(self._each("upsert", [(ids[rows], x[rows]) for rows in parts]))
+        return sum(self._each("apply", [(position, ids[rows], x[rows]) for rows in parts]))
 
-    def remove(self, ids: np.ndarray) -> int:
-        """Remove ``ids``; returns how many were held."""
-        ids = as_ids(ids)
-        return sum(self._each("remove", [(ids[rows],) for rows in split(ids, self.shards)]))
-
-    def snapshot(self, offsets: Offsets | None = None) -> list[dict[str, Any]]:
-        """Snapshot every shard with the Kafka offsets ``(topic, partition) -> next`` it covers."""
-        return self._all("snapshot", offsets)
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Snapshot every shard with the store position it covers."""
+        return self._all("snapshot")
 
     # ------------------------------------------------------------------ queries
     def search(self, queries: np.ndarray, k: int, where_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +176,7 @@ class ShardSet(ABC):
 class ShardedIndex(ShardSet):
     """:class:`ShardSet` over durable shards in this process, one thread per shard."""
 
-    def __init__(self, shard_objects: list[DurableShard], normalized: bool) -> None:
+    def __init__(self, shard_objects: list[LiveShard], normalized: bool) -> None:
         super().__init__(shard_objects[0].index.dim, len(shard_objects), normalized)
         self._shards = shard_objects
         self._pool = ThreadPoolExecutor(max_workers=len(shard_objects), thread_name_prefix="shard")
@@ -190,37 +189,22 @@ class ShardedIndex(ShardSet):
         factory: str = "Flat",
         shards: int = 2,
         *,
-        store: str | Path | None = None,
         normalized: bool = True,
         append_only: bool = False,
-        wal: bool = True,
     ) -> "ShardedIndex":
-        """Open (or create) the shards under ``data_dir``: snapshot, log and store replay.
-
-        See :func:`layout` for the directories and
-        :class:`~operators.index.durable.DurableShard` for the options.
-        """
-        root, store = layout(data_dir, store)
-        objs: list[DurableShard] = []
-        try:
-            for s in range(shards):
-                objs.append(DurableShard(root, s, shards, dim, factory, normalized=normalized,
-                                         append_only=append_only, store=store, wal=wal))
-        except Exception:
-            for shard in objs:
-                shard.close()
-            raise
-        return cls(objs, normalized)
+        """Open the shards of a data directory: each loads its snapshot and replays what the
+        store wrote after it (see :func:`layout` and :class:`~operators.index.live_shard.LiveShard`)."""
+        root, store = layout(data_dir)
+        return cls([LiveShard(root, s, shards, dim, factory, normalized=normalized, append_only=append_only,
+                              store=store) for s in range(shards)], normalized)
 
     def _each(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:
         futures = [self._pool.submit(getattr(shard, method), *a) for shard, a in zip(self._shards, args)]
         return [f.result() for f in futures]
 
     def close(self) -> None:
-        """Stop the threads and close the shards' logs."""
+        """Stop the threads (the shards' state is the store plus their snapshots)."""
         self._pool.shutdown()
-        for shard in self._shards:
-            shard.close()
 
     def __enter__(self) -> "ShardedIndex":
         return self

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from streamvision.assets import sample_data_dir
-from streamvision.errors import MissingAssetError
+from operators.assets import sample_data_dir
+from streamvision.core.errors import MissingAssetError
 
 
 @lru_cache(maxsize=1)

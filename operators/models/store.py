@@ -32,8 +32,8 @@ from typing import Callable
 
 import numpy as np
 
-from streamvision.assets import cache_dir, sha256_of
-from streamvision.errors import MissingAssetError
+from operators.assets import cache_dir, sha256_of
+from streamvision.core.errors import MissingAssetError
 
 
 class ChecksumError(MissingAssetError):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from operators.models.padding import same_padding
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 _DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 _QUANT = {"float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}

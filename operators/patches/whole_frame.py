@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from operators.base import Operator
-from streamvision.frames import FrameBatch
-from streamvision.patches import PatchBatch
-from streamvision.types import FrameType, PatchType, StreamType
+from streamvision.core.frames import FrameBatch
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import FrameType, PatchType, StreamType
 
 
 class WholeFramePatches(Operator[FrameBatch, PatchBatch]):
     """Turn each frame into one pixel patch whose crop is the whole frame.
 
     >>> import numpy as np
-    >>> from streamvision.frames import Frame
-    >>> from streamvision.lineage import FileKey
+    >>> from streamvision.core.frames import Frame
+    >>> from streamvision.core.lineage import FileKey
     >>> frames = FrameBatch.from_frames([Frame(FileKey("v", 0), 0.0, 0.0, np.zeros((2, 3, 3), np.uint8))])
     >>> WholeFramePatches().process(frames).bboxes.tolist()
     [[0.0, 0.0, 3.0, 2.0]]

@@ -1,10 +1,10 @@
 """Push frames into a Kafka topic in StreamVision's wire format.
 
 Every message is keyed by camera id (a camera's messages stay ordered in one partition),
-carries the versioned ``sv-*`` headers of :mod:`streamvision.wire`, and is either one JPEG
+carries the versioned ``sv-*`` headers of :mod:`operators.kafka.wire`, and is either one JPEG
 (or PNG / raw) frame or a GOP-aligned H.264 segment of ``segment_seconds``. ``fps`` paces
 sending in real time; ``None`` sends as fast as possible. A message over
-``max_message_bytes`` is refused with :class:`~streamvision.wire.OversizeMessage`; the
+``max_message_bytes`` is refused with :class:`~operators.kafka.wire.OversizeMessage`; the
 producer's ``max_request_size`` is raised to fit the largest allowed message.
 
 >>> with FrameProducer("127.0.0.1:9092", "frames") as producer:        # doctest: +SKIP
@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from operators.kafka_settings import KafkaSettings, ensure_topic
+from operators.kafka.settings import KafkaSettings, ensure_topic
 from operators.producers.frame_reader import FrameReader
 from operators.producers.segments import encode_h264_segment
-from streamvision import wire
-from streamvision.errors import ConfigError
+from operators.kafka import wire
+from streamvision.core.errors import ConfigError
 
 #: Message kinds by their short CLI names.
 KIND_NAMES = {"jpeg": wire.KIND_JPEG, "png": wire.KIND_PNG, "raw": wire.KIND_RAW, "h264": wire.KIND_H264}

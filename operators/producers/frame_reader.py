@@ -1,6 +1,6 @@
 """Frames to produce: from a video file, a live URL PyAV opens (RTSP/HTTP), or an image folder.
 
->>> from streamvision.assets import vtest_video
+>>> from operators.assets import vtest_video
 >>> reader = FrameReader(str(vtest_video()))          # doctest: +SKIP
 >>> reader.rate, reader.total                        # doctest: +SKIP
 (10.0, 795)
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 

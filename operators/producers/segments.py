@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 
 def encode_h264_segment(images: Sequence[np.ndarray], rate: float, crf: int = 23, preset: str = "veryfast") -> bytes:

@@ -8,18 +8,48 @@ with lineage key ``(path_of_image, 0)``.
 from __future__ import annotations
 
 from pathlib import Path
+import os
 from typing import Iterator
 
 import cv2
 import numpy as np
 
 from operators.base import Source
-from streamvision.errors import InputError
-from streamvision.frames import FrameBatch
-from streamvision.lineage import FileKey
-from streamvision.types import FrameType
+from streamvision.core.errors import InputError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import FileKey
+from streamvision.core.types import FrameType
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+#: Largest encoded query image accepted (bytes) and largest decoded one (pixels).
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+MAX_IMAGE_PIXELS = 8192 * 8192
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))  # read by OpenCV at its first decode
+
+
+def decode_image(data: bytes, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, ...) from untrusted bytes as ``(h, w, 3)`` uint8 RGB.
+
+    OpenCV checks the size in the image's own header against ``OPENCV_IO_MAX_IMAGE_PIXELS``
+    (set here to :data:`MAX_IMAGE_PIXELS` unless the environment sets it) before it allocates.
+
+    Raises:
+        InputError: too many bytes or pixels, or not a readable image.
+    """
+    if len(data) > max_bytes:
+        raise InputError(f"the image has {len(data)} bytes, more than the limit of {max_bytes}")
+    if not data:
+        raise InputError("the image is empty")
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise InputError(f"not a readable image of at most {max_pixels} pixels: {exc.msg or exc}") from exc
+    if bgr is None or bgr.shape[0] * bgr.shape[1] > max_pixels:
+        raise InputError(f"not a readable image of at most {max_pixels} pixels")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Each replica of this source is one consumer in a group, so replicas split the topic's
 partitions (and take them over on rebalance). Messages are decoded by ``sv-kind``
-(:mod:`streamvision.wire`); every frame is stamped with its lineage key
+(:mod:`operators.kafka.wire`); every frame is stamped with its lineage key
 ``KafkaKey(topic, partition, offset, index_in_message)``.
 
 Effectively-once (ARCHITECTURE section 5): every batch carries
@@ -38,12 +38,12 @@ from typing import Any, Iterator, NoReturn
 import numpy as np
 
 from operators.base import Source
-from operators.kafka_settings import KafkaSettings, ensure_topic
-from streamvision import wire
-from streamvision.errors import ConfigError, InputError
-from streamvision.frames import FrameBatch
-from streamvision.lineage import KafkaKey
-from streamvision.types import FrameType
+from operators.kafka.settings import KafkaSettings, ensure_topic
+from operators.kafka import wire
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import KafkaKey
+from streamvision.core.types import FrameType
 
 log = logging.getLogger(__name__)
 

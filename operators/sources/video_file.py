@@ -1,6 +1,6 @@
 """Video files (and anything PyAV opens) as a stream of frame batches.
 
->>> from streamvision.assets import vtest_video
+>>> from operators.assets import vtest_video
 >>> source = VideoFileSource(path=str(vtest_video()), every=100)  # doctest: +SKIP
 >>> source.open(); [len(b) for b in source.read(max_batch=4)]     # doctest: +SKIP
 [4, 4]
@@ -21,10 +21,10 @@ import av
 import numpy as np
 
 from operators.base import Source
-from streamvision.errors import InputError
-from streamvision.frames import FrameBatch
-from streamvision.lineage import FileKey
-from streamvision.types import FrameType
+from streamvision.core.errors import InputError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import FileKey
+from streamvision.core.types import FrameType
 
 
 class VideoFileSource(Source):

@@ -11,9 +11,17 @@ lineage_up      patch id                                          parent ref
 lineage_down    parent ref + patch id                             empty
 by_label        label 0 camera 0 ts_us(8) id                      empty
 by_time         camera 0 ts_us(8) id                              empty
+by_model        model 0 camera 0 ts_us(8) id                      empty
 vectors         patch id                                          float32 bytes
+vector_log      position(8) patch id                              empty
 offsets         topic 0 partition(4)                              next offset (8)
 ==============  ================================================  ======================
+
+The store is the record; vector indexes are derived state. Every write that stores vectors
+takes the next *position* (a counter kept as the keys of ``vector_log``, in the same
+``WriteBatch``), so an index snapshot can say which position it covers and a restarted
+shard replays only :meth:`LineageStore.vectors_since` that position: opening never scans
+all vectors.
 
 A *parent ref* is ``b"P" + id`` for a parent patch, or the encoded frame key (which
 starts with ``F`` or ``K``) when the parent is the frame. Integers are big-endian so
@@ -33,14 +41,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import rocksdict
 
-from streamvision.errors import InputError
-from streamvision.lineage import FrameKeyCodec, id_bytes, id_from_bytes
-from streamvision.patches import PatchBatch
+from streamvision.core.errors import InputError
+from streamvision.core.lineage import FrameKeyCodec, id_bytes, id_from_bytes
+from streamvision.core.patches import PatchBatch
 
 COLUMN_FAMILIES = (
-    "frames", "patches", "lineage_up", "lineage_down", "by_label", "by_time",
-    "vectors", "offsets", "segments", "models",
+    "frames", "patches", "lineage_up", "lineage_down", "by_label", "by_time", "by_model",
+    "vectors", "vector_log", "offsets", "segments", "models",
 )
+#: Vectors read per chunk when replaying the vector log.
+REPLAY_CHUNK = 16384
 _SEP = b"\x00"
 #: Memory all memtables of a store may hold before RocksDB flushes the largest (RocksDB's
 #: default lets each of the ten column families buffer up to 128 MB).
@@ -74,25 +84,54 @@ def _prefix_keys(cf: rocksdict.Rdict, prefix: bytes, stop: bytes | None = None) 
         it.next()
 
 
+def _access(read_only: bool, follow: str | Path | None) -> rocksdict.AccessType:
+    if follow is not None:
+        return rocksdict.AccessType.secondary(str(follow))
+    return rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
+
+
 class LineageStore:
     """One RocksDB directory holding the lineage and metadata of every patch.
 
     Args:
         path: the directory (created if missing, unless ``read_only``).
-        read_only: open without taking the write lock (queries beside a running pipeline).
+        read_only: open without taking the write lock (queries beside a running pipeline);
+            the view is the store as it was when opened.
+        follow: open as a RocksDB *secondary* instance keeping its own files in this
+            directory (read-only, no lock): :meth:`catch_up` then sees the writer's newer
+            writes (the query front end of a live service).
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False, follow: str | Path | None = None) -> None:
         self.path = Path(path)
+        read_only = read_only or follow is not None
         if read_only and not (self.path / "CURRENT").exists():
             raise InputError(f"no StreamVision store at {self.path} (run `streamvision ingest` first)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}
-        access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
-        self._db = rocksdict.Rdict(str(self.path), _options(), column_families=families, access_type=access)
+        self._db = rocksdict.Rdict(str(self.path), _options(), column_families=families,
+                                   access_type=_access(read_only, follow))
         self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self.read_only = read_only
+        self._following = follow is not None
+        self._position = self._last_position()
+
+    def _last_position(self) -> int:
+        it = self._cf["vector_log"].iter()
+        it.seek_to_last()
+        return struct.unpack(">Q", it.key()[:8])[0] if it.valid() else 0
+
+    @property
+    def position(self) -> int:
+        """The position of the last write that stored vectors (0 for none): what a snapshot covers."""
+        return self._position
+
+    def catch_up(self) -> None:
+        """See the writer's newer writes (a ``follow`` store only; others see their own at once)."""
+        if self._following:
+            self._db.try_catch_up_with_primary()
+            self._position = self._last_position()
 
     # ------------------------------------------------------------------ writes
     def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None) -> int:
@@ -108,6 +147,7 @@ class LineageStore:
         """
         wb = rocksdict.WriteBatch(raw_mode=True)
         h = self._handles
+        position = struct.pack(">Q", self._position + 1)
         for i in range(len(batch)):
             pid = id_bytes(int(batch.ids[i]))
             meta = batch.meta_row(i)
@@ -127,6 +167,8 @@ class LineageStore:
             wb.put(camera + _SEP + ts + pid, b"", h["by_time"])
             if batch.labels[i]:
                 wb.put(batch.labels[i].encode() + _SEP + camera + _SEP + ts + pid, b"", h["by_label"])
+            if batch.models[i]:
+                wb.put(batch.models[i].encode() + _SEP + camera + _SEP + ts + pid, b"", h["by_model"])
             frame_meta = {
                 "camera": batch.cameras[i],
                 "frame_no": int(batch.frame_no[i]),
@@ -136,10 +178,78 @@ class LineageStore:
             wb.put(frame_key, json.dumps(frame_meta).encode(), h["frames"])
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
+                wb.put(position + pid, b"", h["vector_log"])
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
         self._db.write(wb)
+        if batch.vectors is not None and len(batch):
+            self._position += 1
         return len(batch)
+
+    def write_vectors(self, ids: np.ndarray, vectors: np.ndarray, metas: list[dict[str, Any]] | None = None) -> int:
+        """Store imported embeddings (no frame behind them) at the next position, in one ``WriteBatch``.
+
+        Args:
+            ids: ``(n,)`` patch ids.
+            vectors: ``(n, d)`` float32.
+            metas: optional per-row metadata (label, camera, ts, ...), indexed by label and time.
+
+        Returns:
+            The new position.
+        """
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        h = self._handles
+        position = struct.pack(">Q", self._position + 1)
+        for i, pid_int in enumerate(ids.tolist()):
+            pid = id_bytes(int(pid_int))
+            meta = dict(metas[i]) if metas is not None else {}
+            meta.setdefault("parent", 0)
+            meta.setdefault("source", "import")
+            wb.put(pid, json.dumps(meta).encode(), h["patches"])
+            wb.put(pid, vectors[i].tobytes(), h["vectors"])
+            wb.put(position + pid, b"", h["vector_log"])
+            camera = str(meta.get("camera") or "import").encode()
+            ts = _ts_us(float(meta.get("ts") or 0.0))
+            wb.put(camera + _SEP + ts + pid, b"", h["by_time"])
+            for field in ("label", "model"):
+                if meta.get(field):
+                    wb.put(str(meta[field]).encode() + _SEP + camera + _SEP + ts + pid, b"", h[f"by_{field}"])
+        self._db.write(wb)
+        self._position += 1
+        return self._position
+
+    def vectors_since(self, position: int, chunk: int = REPLAY_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(position, ids, vectors)`` chunks of every vector written after ``position``, oldest first.
+
+        A vector rewritten later appears again at its newer position; each chunk carries its
+        current value, so replaying chunks in order (upserts) ends in the current state.
+        Costs what was written since ``position``, not the store's size.
+        """
+        it = self._cf["vector_log"].iter()
+        it.seek(struct.pack(">Q", position + 1))
+        vectors = self._cf["vectors"]
+        ids: list[bytes] = []
+        last = position
+        while it.valid():
+            key = it.key()
+            last = struct.unpack(">Q", key[:8])[0]
+            ids.append(key[8:])
+            it.next()
+            if len(ids) >= chunk:
+                yield last, *self._chunk(vectors, ids)
+                ids = []
+        if ids:
+            yield last, *self._chunk(vectors, ids)
+
+    @staticmethod
+    def _chunk(vectors: rocksdict.Rdict, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        raws = vectors.get(keys)
+        ids = np.array([id_from_bytes(k) for k, raw in zip(keys, raws) if raw is not None], np.int64)
+        rows = [raw for raw in raws if raw is not None]
+        if not rows:
+            return ids, np.zeros((0, 0), np.float32)
+        dim = len(rows[0]) // 4
+        return ids, np.frombuffer(b"".join(rows), np.float32).reshape(-1, dim)
 
     def _put_parent(self, wb: rocksdict.WriteBatch, parent: int, links: dict[str, Any],
                     child_meta: dict[str, Any], frame_key: bytes) -> None:
@@ -173,6 +283,16 @@ class LineageStore:
         for key in _prefix_keys(cf, prefix):
             yield key, cf[key]
 
+    def keys_between(self, family: str, lo: bytes, hi: bytes) -> Iterator[bytes]:
+        """Keys ``lo <= key < hi`` of a family, in order (a range seek: costs the keys it returns)."""
+        return _prefix_keys(self._cf[family], lo, hi)
+
+    def first_key(self, family: str, at: bytes) -> bytes | None:
+        """The first key ``>= at``, or ``None`` (for skip-scans over key prefixes)."""
+        it = self._cf[family].iter()
+        it.seek(at)
+        return it.key() if it.valid() else None
+
     def count(self, family: str) -> int:
         """Number of keys in a family (a full scan; for tests and stats)."""
         return sum(1 for _ in self._cf[family].keys())
@@ -181,6 +301,11 @@ class LineageStore:
         """Metadata of patch ``pid`` (with ``parent`` and ``frame_key``), or ``None``."""
         raw = self._cf["patches"].get(id_bytes(pid))
         return None if raw is None else json.loads(raw)
+
+    def patches(self, ids: list[int]) -> list[dict[str, Any] | None]:
+        """Metadata of many patches at once (one multi-get), ``None`` where unknown."""
+        raws = self._cf["patches"].get([id_bytes(pid) for pid in ids]) if ids else []
+        return [None if raw is None else json.loads(raw) for raw in raws]
 
     def frame(self, frame_key: bytes) -> dict[str, Any] | None:
         """Metadata of the frame with this encoded key, or ``None``."""
@@ -205,6 +330,8 @@ class LineageStore:
             if not meta["parent"]:
                 break
             current = meta["parent"]
+        if not chain[-1].get("frame_key"):
+            return chain  # an imported embedding: no frame behind it
         frame_key = bytes.fromhex(chain[-1]["frame_key"])
         key = FrameKeyCodec.decode(frame_key)
         chain.append({"frame": key.as_dict(), **(self.frame(frame_key) or {})})

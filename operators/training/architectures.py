@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from streamvision.errors import ConfigError
+from streamvision.core.errors import ConfigError
 
 Builder = Callable[[tuple[int, ...], int], nn.Module]
 

@@ -20,10 +20,10 @@ from operators.base import Operator, OperatorContext
 from operators.training.architectures import build_model
 from operators.training.mst import ModelConfig
 from operators.training.step import load_checkpoint, save_checkpoint, to_tensors
-from streamvision.assets import cache_dir
-from streamvision.errors import ConfigError, InputError, MissingAssetError
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType, StreamType
+from operators.assets import cache_dir
+from streamvision.core.errors import ConfigError, InputError, MissingAssetError
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType, StreamType
 
 EXPORT_FORMAT = "streamvision-mop-classifier/1"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from operators.training.architectures import check_name
-from streamvision.errors import ConfigError
+from streamvision.core.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_PARAMS = ("optimizer", "lr", "lr_decay", "weight_decay", "momentum")

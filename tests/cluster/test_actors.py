@@ -14,8 +14,8 @@ from cluster.actors import mergeable_runs, process_batches
 from operators.base import OperatorContext
 from operators.patches.whole_frame import WholeFramePatches
 from operators.sources.video_file import VideoFileSource
-from streamvision.errors import InputError
-from streamvision.frames import FrameBatch
+from streamvision.core.errors import InputError
+from streamvision.core.frames import FrameBatch
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cluster import broker as broker_mod
 from cluster.broker import BrokerError, EmbeddedBroker, broker_ready, read_status, stop_recorded
-from streamvision.cli_kafka import broker_app
+from streamvision.cli.kafka import broker_app
 
 
 def test_context_manager_runs_a_reachable_broker_on_localhost(tmp_path):

@@ -15,10 +15,10 @@ from cluster.index_service import VectorIndexService
 from operators.index.filters import Where, where_ids
 from operators.index.joins import nested_loop_join, nested_loop_self_join
 from operators.stores.lineage_store import LineageStore
-from streamvision.errors import ConfigError, InputError
-from streamvision.lineage import FileKey
-from streamvision.cli_index import app as cli_app
-from streamvision.patches import PatchBatch
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.lineage import FileKey
+from streamvision.cli.index import app as cli_app
+from streamvision.core.patches import PatchBatch
 
 DIM = 256
 

@@ -13,8 +13,8 @@ from cluster.mop.runner import fit_multiple, worker_name
 from cluster.mop.scheduler import PlanDispatcher, check_plan, make_plan
 from operators.training.mst import load_model_selection_table
 from operators.training.step import load_checkpoint
-from streamvision.datasets import fashion_mnist
-from streamvision.errors import ConfigError
+from operators.datasets import fashion_mnist
+from streamvision.core.errors import ConfigError
 
 
 def _weights(result, key: str) -> dict[str, torch.Tensor]:
@@ -127,9 +127,9 @@ def test_a_small_configuration_beats_chance_by_far(fmnist_run):
 def test_best_model_is_deployed_as_a_dataflow_operator(fmnist_run, tmp_path, monkeypatch):
     from operators import registry
     from operators.base import OperatorContext
-    from streamvision.lineage import FileKey
-    from streamvision.mop import export_best
-    from streamvision.patches import PatchBatch
+    from streamvision.core.lineage import FileKey
+    from streamvision.api.mop import export_best
+    from streamvision.core.patches import PatchBatch
 
     result, _, _ = fmnist_run
     test = fashion_mnist("test")
@@ -234,10 +234,10 @@ def test_mop_on_labeled_patches_from_the_store(ray_cluster, tmp_path):
     from operators.stores.lineage_store import LineageStore
     from operators.training.classifier import MopClassifier
     from operators.training.mst import ModelSelectionTable
-    from streamvision.datasets import from_store, write_digit_patches
-    from streamvision.lineage import FileKey
-    from streamvision.mop import export_best, fit_multiple as facade_fit, load_model_selection_table as facade_mst
-    from streamvision.patches import PatchBatch
+    from operators.datasets import from_store, write_digit_patches
+    from streamvision.core.lineage import FileKey
+    from streamvision.api.mop import export_best, fit_multiple as facade_fit, load_model_selection_table as facade_mst
+    from streamvision.core.patches import PatchBatch
 
     write_digit_patches(tmp_path / "db", per_class=200)
     mst = facade_mst(["head_linear", "head_mlp"], {"lr": [1e-2]}, {"batch_size": [32]}, store=tmp_path / "db")

@@ -6,11 +6,11 @@ import json
 
 from typer.testing import CliRunner
 
-from streamvision.cli_train import app
+from streamvision.cli.train import app
 
 
 def test_train_from_a_yaml_table_and_export(ray_cluster, tmp_path, monkeypatch):
-    from streamvision.datasets import write_digit_patches
+    from operators.datasets import write_digit_patches
 
     write_digit_patches(tmp_path / "db", per_class=100)
     mst = tmp_path / "mst.yaml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import streamvision
+
 import os
 import signal
 import threading
@@ -15,9 +17,9 @@ from operators.featurizers.color_histogram import ColorHistogram
 from operators.patches.whole_frame import WholeFramePatches
 from operators.sinks.store_sink import StoreSink
 from operators.sources.video_file import VideoFileSource
-from streamvision.dataflow import Dataflow
-from streamvision.errors import ConfigError, InputError
-from streamvision.types import PatchType
+from streamvision.plan.dataflow import Dataflow
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.types import PatchType
 
 
 def _slow_sink(delay_s: float):
@@ -49,7 +51,7 @@ def test_slow_sink_bounds_what_is_in_flight(ray_cluster, vtest_path):
          .then(WholeFramePatches())
          .sink(_slow_sink(0.05), max_in_flight=2))
     lag = []
-    report = flow.run(progress=lambda p: lag.append(p.frames - p.written))
+    report = streamvision.run(flow, progress=lambda p: lag.append(p.frames - p.written))
     assert report.frames == report.written == 199
     # source pending (2) + the operator's edge (2 queued + 2 running) + the sink's (2 + 2), 4 frames each
     assert max(lag) <= 10 * 4
@@ -61,7 +63,7 @@ def test_dynamic_batching_merges_queued_batches(ray_cluster, vtest_path):
     (flow.source(VideoFileSource(path=str(vtest_path), every=4), max_batch=2)
          .then(WholeFramePatches())
          .sink(_slow_sink(0.1), max_batch=8, max_wait_ms=50))
-    report = flow.run()
+    report = streamvision.run(flow)
     assert report.written == 199
     assert 2 < report.sinks["slow_sink"]["largest"] <= 8
 
@@ -69,7 +71,7 @@ def test_dynamic_batching_merges_queued_batches(ray_cluster, vtest_path):
 def test_stop_drains_everything_in_flight(ray_cluster, vtest_path):
     flow = Dataflow("stop")
     flow.source(VideoFileSource(path=str(vtest_path)), max_batch=4).then(WholeFramePatches()).sink(_slow_sink(0.05))
-    report = flow.run(stop_after_s=1.0)
+    report = streamvision.run(flow, stop_after_s=1.0)
     assert report.stopped_early
     assert 0 < report.frames < 795
     assert report.written == report.frames  # what was read was written: nothing dropped
@@ -92,7 +94,7 @@ def test_operator_error_surfaces_with_its_message(ray_cluster, vtest_path):
     flow.source(VideoFileSource(path=str(vtest_path), every=50)).then(WholeFramePatches(), num_cpus=0.5).then(
         Exploding(), max_restarts=0, num_cpus=0.5).sink(_slow_sink(0.0))
     with pytest.raises(InputError, match="patch 3 is corrupt"):
-        flow.run()
+        streamvision.run(flow)
 
 
 def test_bad_input_fails_before_the_store_is_touched(ray_cluster, tmp_path):
@@ -102,7 +104,7 @@ def test_bad_input_fails_before_the_store_is_touched(ray_cluster, tmp_path):
     flow.source(VideoFileSource(path=str(bad))).then(WholeFramePatches()).then(ColorHistogram()).sink(
         StoreSink(data=str(tmp_path / "data")))
     with pytest.raises(InputError, match="not a readable video"):
-        flow.run()
+        streamvision.run(flow)
     assert not (tmp_path / "data").exists()
 
 
@@ -110,7 +112,7 @@ def test_graph_that_cannot_be_placed_is_refused(ray_cluster, vtest_path):
     flow = Dataflow("too-big")
     flow.source(VideoFileSource(path=str(vtest_path))).then(WholeFramePatches(), replicas=4).sink(_slow_sink(0.0))
     with pytest.raises(ConfigError, match=r"needs 5 CPUs but the Ray cluster has 2"):
-        flow.run()
+        streamvision.run(flow)
 
 
 def _our_actor_processes(class_name: str) -> list[psutil.Process]:
@@ -160,7 +162,7 @@ def test_killed_operator_actor_restarts_and_nothing_is_lost(ray_cluster, vtest_p
     killer = threading.Thread(target=kill_one_featurizer)
     killer.start()
     try:
-        report = flow.run()
+        report = streamvision.run(flow)
     finally:
         finished.set()
         killer.join()

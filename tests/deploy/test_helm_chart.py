@@ -11,7 +11,7 @@ import pytest
 import yaml
 from helm_python import Chart, lint
 
-from streamvision.dataflow import Dataflow
+from streamvision.plan.dataflow import Dataflow
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "streamvision"
 KAFKA = {"kafka": {"bootstrapServers": "kafka.video.svc:9092", "topic": "cameras"}}

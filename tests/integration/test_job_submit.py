@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streamvision.query import connect
+from streamvision.api.query import connect
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,8 @@ restart, and the final store equals the one of an uninterrupted run, byte for by
 
 from __future__ import annotations
 
+import streamvision
+
 import hashlib
 import os
 import signal
@@ -22,16 +24,16 @@ from kafka.partitioner import murmur2
 
 from operators.featurizers.color_histogram import ColorHistogram
 from operators.index.shard import IndexShard
-from operators.kafka_settings import KafkaSettings, ensure_topic
+from operators.kafka.settings import KafkaSettings, ensure_topic
 from operators.patches.whole_frame import WholeFramePatches
 from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
 from operators.sinks.store_sink import INDEX_FILE, StoreSink
 from operators.sources.kafka_source import KafkaSource
 from operators.stores.lineage_store import COLUMN_FAMILIES, LineageStore
-from streamvision import wire
-from streamvision.dataflow import Dataflow
-from streamvision.lineage import FrameKeyCodec
+from operators.kafka import wire
+from streamvision.plan.dataflow import Dataflow
+from streamvision.core.lineage import FrameKeyCodec
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +132,7 @@ def _kill_when(kind: str, written_at_least: int):
 def reference(ray_cluster, broker, topic, tmp_path_factory) -> Path:
     """The uninterrupted run."""
     data = tmp_path_factory.mktemp("reference") / "data"
-    report = _flow(broker, topic, data, "g-ref").run()
+    report = streamvision.run(_flow(broker, topic, data, "g-ref"))
     assert report.frames == 3 * PER_CAMERA and not report.stopped_early
     return data
 
@@ -159,7 +161,7 @@ def test_every_frame_becomes_exactly_one_patch_set(reference, broker, topic):
 def test_kill_source_actor_mid_stream(reference, broker, topic, tmp_path):
     data = tmp_path / "data"
     progress, state = _kill_when("SourceActor", 24)
-    report = _flow(broker, topic, data, "g-kill-source").run(progress=progress)
+    report = streamvision.run(_flow(broker, topic, data, "g-kill-source"), progress=progress)
     assert state["killed"] and not report.stopped_early
     assert _digest(data) == _digest(reference)
     assert _index_ids(data) == _index_ids(reference)
@@ -168,7 +170,7 @@ def test_kill_source_actor_mid_stream(reference, broker, topic, tmp_path):
 def test_kill_featurizer_actor_mid_stream(reference, broker, topic, tmp_path):
     data = tmp_path / "data"
     progress, state = _kill_when("OperatorActor", 24)
-    report = _flow(broker, topic, data, "g-kill-op").run(progress=progress)
+    report = streamvision.run(_flow(broker, topic, data, "g-kill-op"), progress=progress)
     assert state["killed"] and not report.stopped_early
     assert _digest(data) == _digest(reference)
     assert _index_ids(data) == _index_ids(reference)
@@ -184,7 +186,7 @@ _DRIVER = textwrap.dedent("""
     def progress(p):
         print("written", p.written, flush=True)
 
-    _flow(Broker, sys.argv[2], sys.argv[3], "g-kill-driver").run(address=sys.argv[4], progress=progress)
+    streamvision.run(_flow(Broker, sys.argv[2], sys.argv[3], "g-kill-driver"), address=sys.argv[4], progress=progress)
     print("finished", flush=True)
 """)
 
@@ -219,7 +221,7 @@ def test_kill_driver_process_then_restart(reference, broker, topic, tmp_path, ra
     while any(_my_actor_processes(k) for k in ("SinkActor", "SourceActor", "OperatorActor")):
         assert time.monotonic() < deadline, "the dead driver's actors did not go away"
         time.sleep(0.5)
-    report = _flow(broker, topic, data, "g-kill-driver").run()
+    report = streamvision.run(_flow(broker, topic, data, "g-kill-driver"))
     assert report.frames < 3 * PER_CAMERA  # resumed from the stored offsets, not from the start
     assert _digest(data) == _digest(reference)
     assert _index_ids(data) == _index_ids(reference)
@@ -245,7 +247,7 @@ def test_two_source_actors_split_the_partitions(ray_cluster, broker, images, tmp
             producer.send_frames([(im, i / 10) for i, im in enumerate(images[:10])], camera=camera, kind="jpeg",
                                  quality=60)
     data = tmp_path / "data"
-    report = _flow(broker, "vt-split", data, "g-split", replicas=2).run()
+    report = streamvision.run(_flow(broker, "vt-split", data, "g-split", replicas=2))
     assert report.sources["kafka"]["replicas_with_input"] == 2
     with LineageStore(data / "lineage", read_only=True) as store:
         assert store.count("frames") == 10 * len(cameras)
@@ -258,7 +260,7 @@ def test_h264_segments_split_over_batches(ray_cluster, broker, vtest_path, tmp_p
         report = producer.produce(str(vtest_path), camera="cam", kind="h264", segment_seconds=2.0, limit=50)
     assert report.messages == 3
     data = tmp_path / "data"
-    run = _flow(broker, "vt-h264", data, "g-h264", max_batch=8).run()  # 20-frame segments span 3 batches
+    run = streamvision.run(_flow(broker, "vt-h264", data, "g-h264", max_batch=8))  # 20-frame segments span 3 batches
     assert run.frames == 50
     with LineageStore(data / "lineage", read_only=True) as store:
         frames = [(FrameKeyCodec.decode(k), store.frame(k)["frame_no"]) for k, _ in store.scan("frames")]
@@ -288,7 +290,7 @@ def test_bad_messages_land_in_the_dlq_while_good_ones_are_processed(ray_cluster,
     producer.flush()
     producer.close()
     data = tmp_path / "data"
-    report = _flow(broker, "vt-bad", data, "g-bad").run()
+    report = streamvision.run(_flow(broker, "vt-bad", data, "g-bad"))
     stats = report.sources["kafka"]
     assert stats["dead_letters"] == 3 and stats["messages"] == 8
     assert (stats["dead_letters.corrupt-image"], stats["dead_letters.truncated-segment"],

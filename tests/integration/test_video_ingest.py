@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import streamvision
+
 import hashlib
 import json
 import subprocess
@@ -11,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamvision.demo import extract_frame
-from streamvision.errors import InputError
-from streamvision.pipelines import video_ingest_flow
-from streamvision.query import connect
+from streamvision.api.demo import extract_frame
+from streamvision.core.errors import InputError
+from streamvision.plan.pipelines import video_ingest_flow
+from streamvision.api.query import connect
 
 pytestmark = pytest.mark.integration
 FRAMES = 795
@@ -23,7 +25,7 @@ FRAMES = 795
 @pytest.fixture(scope="module")
 def ingested(ray_cluster, vtest_path, tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("ingest") / "data"
-    report = video_ingest_flow(vtest_path, data, featurizer="histogram").run()
+    report = streamvision.run(video_ingest_flow(vtest_path, data, featurizer="histogram"))
     assert report.frames == FRAMES and not report.stopped_early
     return data
 
@@ -93,7 +95,7 @@ def test_bad_input_leaves_the_store_as_it_was(ingested, vtest_path, tmp_path, ki
     before = _store_digest(ingested)
     bad = write_bad_video(kind, tmp_path, vtest_path)
     with pytest.raises(InputError):
-        video_ingest_flow(bad, ingested, featurizer="histogram").run()
+        streamvision.run(video_ingest_flow(bad, ingested, featurizer="histogram"))
     assert _store_digest(ingested) == before
 
 

@@ -10,8 +10,8 @@ from operators.featurizers.efficientnet import EfficientNetLite0Featurizer
 from operators.filters.label_filter import LabelFilter
 from operators.sinks.store_sink import StoreSink
 from operators.sources.video_file import VideoFileSource
-from streamvision.dataflow import Dataflow
-from streamvision.errors import GraphValidationError
+from streamvision.plan.dataflow import Dataflow
+from streamvision.core.errors import GraphValidationError
 
 
 def build(tmp_path, detector, labels):

@@ -15,9 +15,9 @@ import pytest
 from operators.base import OperatorContext
 from operators.detectors.hog import HOGPeopleDetector
 from operators.detectors.nanodet import NanoDetDetector
-from streamvision.errors import ConfigError
-from streamvision.frames import FrameBatch
-from streamvision.lineage import FileKey
+from streamvision.core.errors import ConfigError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import FileKey
 
 
 @pytest.fixture(scope="module")

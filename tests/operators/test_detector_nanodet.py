@@ -18,10 +18,10 @@ from operators.base import OperatorContext
 from operators.detectors.nanodet import NanoDetDetector
 from operators.models.coco import COCO80
 from operators.models.nms import iou_matrix
-from streamvision.errors import ConfigError, GraphValidationError
-from streamvision.frames import FrameBatch
-from streamvision.lineage import FileKey, FrameKeyCodec, patch_id
-from streamvision.types import check_labels
+from streamvision.core.errors import ConfigError, GraphValidationError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import FileKey, FrameKeyCodec, patch_id
+from streamvision.core.types import check_labels
 
 FRAMES = (0, 100, 200, 300)
 VAN = np.array([[650, 40, 726, 100]], np.float32)

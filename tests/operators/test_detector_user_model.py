@@ -18,9 +18,9 @@ from operators.models.coco import COCO80
 from operators.models.nanodet import NanoDetNet
 from operators.models.nms import iou_matrix
 from operators.models.store import ensure
-from streamvision.errors import InputError
-from streamvision.frames import FrameBatch
-from streamvision.lineage import FileKey
+from streamvision.core.errors import InputError
+from streamvision.core.frames import FrameBatch
+from streamvision.core.lineage import FileKey
 
 
 class ContractNanoDet(torch.nn.Module):

@@ -17,9 +17,9 @@ from operators.featurizers.efficientnet import EfficientNetLite0Featurizer
 from operators.featurizers.torch_module import TorchModuleFeaturizer
 from operators.models.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from operators.models.store import model_file
-from streamvision.lineage import FileKey
-from streamvision.patches import PatchBatch
-from streamvision.types import PatchType
+from streamvision.core.lineage import FileKey
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType
 
 KNOWN = {
     "orange.jpg": "orange",

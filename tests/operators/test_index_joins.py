@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from operators.index.joins import index_join, nested_loop_join, nested_loop_self_join, self_join
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 
 def clustered(rng: np.random.Generator, n: int, d: int, clusters: int, noise: float) -> np.ndarray:

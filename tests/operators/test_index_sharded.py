@@ -12,9 +12,9 @@ from operators.index.filters import Where, where_ids
 from operators.index.joins import nested_loop_self_join
 from operators.index.sharded import ShardedIndex
 from operators.stores.lineage_store import LineageStore
-from streamvision.errors import ConfigError, InputError
-from streamvision.lineage import FileKey
-from streamvision.patches import PatchBatch
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.lineage import FileKey
+from streamvision.core.patches import PatchBatch
 
 FRAMES = 240
 

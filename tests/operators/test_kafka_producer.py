@@ -7,11 +7,11 @@ import pytest
 from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
-from operators.kafka_settings import KafkaSettings
+from operators.kafka.settings import KafkaSettings
 from operators.producers import FrameProducer
-from streamvision import wire
-from streamvision.cli_kafka import produce
-from streamvision.errors import ConfigError, InputError
+from operators.kafka import wire
+from streamvision.cli.kafka import produce
+from streamvision.core.errors import ConfigError, InputError
 
 
 def _consume(servers: str, topic: str, expected: int) -> list:

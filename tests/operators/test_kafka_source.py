@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from operators.kafka_settings import KafkaSettings, ensure_topic
+from operators.kafka.settings import KafkaSettings, ensure_topic
 from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
 from operators.sinks.offsets import OffsetTracker
 from operators.sources.kafka_source import KafkaSource
-from streamvision import wire
-from streamvision.errors import ConfigError, InputError
-from streamvision.lineage import FrameKeyCodec, KafkaKey
+from operators.kafka import wire
+from streamvision.core.errors import ConfigError, InputError
+from streamvision.core.lineage import FrameKeyCodec, KafkaKey
 
 GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from streamvision.cli_models import app
+from streamvision.cli.models import app
 
 
 def test_pull_then_list(tmp_path, monkeypatch):

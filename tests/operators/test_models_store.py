@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from operators.models import store
-from streamvision.errors import MissingAssetError
+from streamvision.core.errors import MissingAssetError
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import torch
 
 from operators.models.store import ensure
 from operators.models.tfjs import SUPPORTED_OPS, load_graph_model, read_weights
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from operators.patches.whole_frame import WholeFramePatches
 from operators.sinks.store_sink import StoreSink, read_manifest
 from operators.sources.video_file import VideoFileSource
 from operators.stores.lineage_store import LineageStore
-from streamvision.errors import ConfigError, InputError
+from streamvision.core.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_sink_indexes_tracks_offsets_and_recovers_the_index(tmp_path, vectors_ba
 
 
 def test_sink_without_its_index_stores_vectors_and_queries_still_find_them(tmp_path, vectors_batch):
-    from streamvision.query import connect
+    from streamvision.api.query import connect
 
     data = tmp_path / "data"
     (data / "index").mkdir(parents=True)

@@ -11,8 +11,8 @@ from operators.training.mst import ModelConfig, ModelSelectionTable, load_model_
 from operators.training.step import (
     evaluate, init_state, load_checkpoint, save_checkpoint, state_nbytes, sub_seed, to_tensors, train_sub_epoch,
 )
-from streamvision.datasets import fashion_mnist
-from streamvision.errors import ConfigError
+from operators.datasets import fashion_mnist
+from streamvision.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

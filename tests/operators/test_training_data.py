@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamvision.assets import cache_dir, sha256_of
-from streamvision.datasets import (
+from operators.assets import cache_dir, sha256_of
+from operators.datasets import (
     FASHION_MNIST_CLASSES, FASHION_MNIST_SHA256, LabeledData, fashion_mnist, fashion_mnist_dir, from_store,
     import_fashion_deb, load_data, read_table, write_digit_patches, write_table,
 )
-from streamvision.errors import InputError, MissingAssetError
+from streamvision.core.errors import InputError, MissingAssetError
 
 
 def test_fashion_mnist_is_the_real_debian_data():

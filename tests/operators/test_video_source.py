@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from operators.sources.video_file import VideoFileSource
-from streamvision.errors import InputError
-from streamvision.lineage import FileKey, FrameKeyCodec
+from streamvision.core.errors import InputError
+from streamvision.core.lineage import FileKey, FrameKeyCodec
 
 
 def _frame_numbers(source: VideoFileSource, max_batch: int = 32) -> list[int]:

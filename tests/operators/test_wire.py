@@ -9,7 +9,7 @@ import pytest
 
 from operators.producers.frame_reader import FrameReader
 from operators.producers.segments import encode_h264_segment
-from streamvision import wire
+from operators.kafka import wire
 
 
 @pytest.fixture(scope="module")

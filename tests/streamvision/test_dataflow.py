@@ -9,10 +9,10 @@ from operators.filters.label_filter import LabelFilter
 from operators.patches.whole_frame import WholeFramePatches
 from operators.sinks.store_sink import StoreSink
 from operators.sources.video_file import VideoFileSource
-from streamvision.dataflow import Dataflow
-from streamvision.errors import ConfigError, GraphValidationError
-from streamvision.rules import optimize
-from streamvision.types import PatchType
+from streamvision.plan.dataflow import Dataflow
+from streamvision.core.errors import ConfigError, GraphValidationError
+from streamvision.plan.rules import optimize
+from streamvision.core.types import PatchType
 
 
 def _source() -> VideoFileSource:

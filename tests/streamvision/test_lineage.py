@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamvision.lineage import MAX_PATCH_ID, FileKey, FrameKeyCodec, KafkaKey, id_bytes, id_from_bytes, patch_id
+from streamvision.core.lineage import MAX_PATCH_ID, FileKey, FrameKeyCodec, KafkaKey, id_bytes, id_from_bytes, patch_id
 
 
 def test_keys_round_trip():

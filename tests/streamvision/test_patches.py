@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamvision.frames import Frame, FrameBatch
-from streamvision.lineage import FileKey
-from streamvision.patches import PatchBatch, merge_meta
+from streamvision.core.frames import Frame, FrameBatch
+from streamvision.core.lineage import FileKey
+from streamvision.core.patches import PatchBatch, merge_meta
 
 
 def _frames(n: int, meta=None) -> FrameBatch:

@@ -1,0 +1,173 @@
+"""The query front end: an HTTP JSON API on Ray Serve over every served collection.
+
+Routes (bodies and answers are JSON; answers are the documents of :mod:`operators.query.engine`):
+
+====================================  ============================================================
+``GET  /v1/health``                   ``{"status": "ok", "collections": [...]}`` once serving
+``GET  /v1/collections``              every collection's stats
+``POST /v1/similar``                  ``{"query": Q, "k": 10, "where": W, "collection": C}``
+``POST /v1/threshold``                ``{"query": Q, "t": 0.9, "where": W, "limit": N}``
+``POST /v1/near_duplicates``          ``{"t": 0.97, "where": W, "limit": N}``
+``POST /v1/join``                     ``{"left": W, "right": W, "t": 0.9, "limit": N}``
+``POST /v1/lineage``                  ``{"patch_id": ID}`` (also ``GET /v1/lineage/{ID}``)
+``POST /v1/stats``                    ``{}`` (also ``GET /v1/stats``)
+====================================  ============================================================
+
+``Q`` is a query in JSON (:mod:`operators.query.json_form`), ``W`` a filter
+``{"label", "camera", "start", "end", "model"}``; ``collection`` may be left out when one
+collection is served. Bad requests get HTTP 400 ``{"error": "..."}`` and change nothing;
+when a token is set, every route but ``/v1/health`` wants ``Authorization: Bearer TOKEN``.
+
+Each replica reads the stores as RocksDB *secondary* instances that catch up with the
+writer before every query, and searches the collection's shard actors, so a write the
+writer acknowledged is answered by the next query.
+"""
+
+
+import hmac
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from cluster.service.shards import ActorShards
+from operators.index.sharded import STORE_DIRNAME
+from operators.query.engine import KINDS, CollectionQueries
+from operators.query.json_form import decode_query
+from operators.sinks.collection_writer import read_manifest
+from operators.stores.lineage_store import LineageStore
+from streamvision.core.errors import StreamVisionError
+
+#: Largest request body accepted (a base64 image of the largest size, with room).
+MAX_BODY_BYTES = 24 * 1024 * 1024
+#: CPUs each front-end replica reserves.
+FRONTEND_CPUS = 0.25
+
+app = FastAPI(title="StreamVision", version="1")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _Collections:
+    """The served collections' query engines, opened when first asked (a new collection gets
+    its dimension, and so its shards, with its first vectors)."""
+
+    def __init__(self, collections: dict[str, str]) -> None:
+        self.paths = {name: Path(path) for name, path in collections.items()}
+        self._open: dict[str, CollectionQueries] = {}
+        self._scratch = Path(tempfile.mkdtemp(prefix="sv-frontend-"))
+
+    def get(self, name: str | None) -> CollectionQueries:
+        if name is None:
+            if len(self.paths) != 1:
+                raise StreamVisionError(f"name the collection: one of {sorted(self.paths)}")
+            name = next(iter(self.paths))
+        if not isinstance(name, str) or name not in self.paths:
+            raise StreamVisionError(f"unknown collection {name!r}; served: {sorted(self.paths)}")
+        if name not in self._open:
+            data = self.paths[name]
+            manifest = read_manifest(data)
+            if not manifest.get("dim"):
+                raise StreamVisionError(f"collection {name!r} holds no vectors yet")
+            store = LineageStore(data / STORE_DIRNAME, follow=self._scratch / name)
+            shards = ActorShards.attach(data, int(manifest["dim"]), int(manifest.get("shards", 2)))
+            self._open[name] = CollectionQueries(name, store, shards, manifest, refresh=store.catch_up)
+        return self._open[name]
+
+
+def _params(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    params = {k: v for k, v in body.items() if k != "collection"}
+    if "query" in params:
+        params["query"] = decode_query(params["query"])
+    return params
+
+
+@serve.deployment(ray_actor_options={"num_cpus": FRONTEND_CPUS}, max_ongoing_requests=64)
+@serve.ingress(app)
+class QueryFrontend:
+    """The Serve deployment behind the HTTP API.
+
+    Args:
+        collections: ``name -> data directory`` of every served collection.
+        token: bearer token every route but ``/v1/health`` requires, or ``None``.
+    """
+
+    def __init__(self, collections: dict[str, str], token: str | None) -> None:
+        self.collections = _Collections(collections)
+        self.token = token
+
+    def _authorized(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+
+    def _answer(self, kind: str, body: Any, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        try:
+            queries = self.collections.get(body.get("collection"))
+            return JSONResponse(queries.answer(kind, _params(kind, body)))
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+
+    async def _body(self, request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise StreamVisionError(f"the request body has {len(raw)} bytes, more than {MAX_BODY_BYTES}")
+        if not raw:
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise StreamVisionError(f"the request body is not JSON: {exc}") from exc
+
+    @app.get("/v1/health")
+    def health(self) -> dict[str, Any]:
+        """Ready: the front end answers (the shards and writer were up before it started)."""
+        return {"status": "ok", "collections": sorted(self.collections.paths)}
+
+    @app.get("/v1/collections")
+    def collections_stats(self, request: Request) -> JSONResponse:
+        """Stats of every served collection (those holding vectors)."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        out = []
+        for name in sorted(self.collections.paths):
+            try:
+                out.append(self.collections.get(name).stats())
+            except StreamVisionError as exc:
+                out.append({"kind": "stats", "collection": name, "error": str(exc)})
+        return JSONResponse({"collections": out})
+
+    @app.get("/v1/stats")
+    def stats_get(self, request: Request, collection: Optional[str] = None) -> JSONResponse:
+        """Stats of one collection."""
+        return self._answer("stats", {"collection": collection} if collection else {}, request)
+
+    @app.get("/v1/lineage/{patch_id}")
+    def lineage_get(self, patch_id: int, request: Request, collection: Optional[str] = None) -> JSONResponse:
+        """The lineage chain of one patch."""
+        body: dict[str, Any] = {"patch_id": patch_id}
+        if collection:
+            body["collection"] = collection
+        return self._answer("lineage", body, request)
+
+    @app.post("/v1/{kind}")
+    async def query(self, kind: str, request: Request) -> JSONResponse:
+        """Any query of :data:`operators.query.engine.KINDS`, parameters in the JSON body."""
+        if kind not in KINDS:
+            return _error(404, f"no route /v1/{kind}; queries: {', '.join(KINDS)}")
+        try:
+            body = await self._body(request)
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+        return self._answer(kind, body, request)

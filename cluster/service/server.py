@@ -1,0 +1,122 @@
+"""``streamvision serve``: start (or attach to) a collection's actors and the HTTP front end.
+
+Per served data directory: the writer actor (which starts the shard actors once the vector
+dimension is known), then one Ray Serve application, :class:`~cluster.service.frontend.QueryFrontend`,
+bound to 127.0.0.1 unless told otherwise (any other address needs a token). While it runs,
+each directory holds ``service.json`` (URL, Ray address, pid), through which pipelines and
+the CLI find it. :meth:`LiveService.stop` (SIGTERM, Ctrl-C) snapshots every shard, stops
+the front end and the actors, and removes the records: nothing is lost, and the next start
+loads the snapshots instead of replaying.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+
+from cluster.local import ensure_ray
+from cluster.service import names
+from cluster.service.frontend import QueryFrontend
+from cluster.service.shards import ActorShards
+from cluster.service.writer import start_writer
+from streamvision.core.errors import ConfigError
+
+APP_NAME = "streamvision"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class LiveService:
+    """A running service (see the module docstring)."""
+
+    collections: dict[str, Path]
+    url: str
+    writers: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Snapshot every shard, then stop the front end and the actors; remove the records."""
+        shard_counts: dict[str, int] = {}
+        try:
+            for name, writer in self.writers.items():
+                shard_counts[name] = ray.get(writer.ready.remote())["shards"]
+            ray.get([writer.close.remote() for writer in self.writers.values()])
+            serve.delete(APP_NAME)
+        finally:
+            for name, data in self.collections.items():
+                names.remove_record(data)
+                self._kill(name, data, shard_counts.get(name, 0))
+
+    def _kill(self, name: str, data: Path, shards: int) -> None:
+        writer = self.writers.get(name)
+        if writer is not None:
+            ray.kill(writer, no_restart=True)
+        for s in range(shards):
+            try:
+                ray.kill(ray.get_actor(names.shard_name(data, s, shards), namespace=names.NAMESPACE), no_restart=True)
+            except ValueError:
+                pass  # never started: the collection got no vectors
+
+
+def _collections(data_dirs: list[str | Path]) -> dict[str, Path]:
+    collections: dict[str, Path] = {}
+    for data in data_dirs:
+        path = Path(data).resolve()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--data {data} is not a directory")
+        if path.name in collections:
+            raise ConfigError(f"two served directories are named {path.name!r}: collections need distinct names")
+        if names.read_record(path) is not None:
+            raise ConfigError(f"{path} is already served ({names.read_record(path)['url']}); stop that service first")
+        collections[path.name] = path
+    if not collections:
+        raise ConfigError("serve at least one --data directory")
+    return collections
+
+
+def start_service(
+    data_dirs: list[str | Path],
+    *,
+    port: int = 8000,
+    host: str = LOOPBACK,
+    token: str | None = None,
+    address: str | None = None,
+    writer_options: dict[str, Any] | None = None,
+) -> LiveService:
+    """Start serving the data directories; returns once ``GET /v1/health`` would answer.
+
+    Args:
+        data_dirs: collections to serve (created empty where missing).
+        port: HTTP port of the front end.
+        host: interface to bind; anything but 127.0.0.1 needs ``token``.
+        token: bearer token required on every route but ``/v1/health``.
+        address: Ray cluster to run on (default: ``RAY_ADDRESS``, else a new local Ray).
+        writer_options: options of new collections (``index_factory``, ``shards``).
+
+    Raises:
+        ConfigError: bound beyond loopback without a token, a directory already served or
+            unreadable.
+    """
+    if host != LOOPBACK and not token:
+        raise ConfigError(f"binding to {host} exposes the API beyond this machine: give --token (or bind 127.0.0.1)")
+    collections = _collections(data_dirs)
+    ensure_ray(address)
+    service = LiveService(collections, url=f"http://{LOOPBACK if host == LOOPBACK else host}:{port}")
+    for name, data in collections.items():
+        service.writers[name] = start_writer(data, dict(writer_options or {}))
+        facts = ray.get(service.writers[name].ready.remote())
+        if facts["dim"]:
+            ActorShards.attach(data, facts["dim"], facts["shards"])  # started by the writer
+    serve.start(http_options={"host": host, "port": port}, detached=False)
+    serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token),
+              name=APP_NAME, route_prefix="/", blocking=False)
+    record = {"url": service.url, "pid": os.getpid(), "ray_address": ray.get_runtime_context().gcs_address,
+              "started": time.time(), "collections": {n: str(p) for n, p in collections.items()}}
+    for data in collections.values():
+        names.write_record(data, record)
+    return service

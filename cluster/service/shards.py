@@ -1,0 +1,114 @@
+"""A collection's index shards as Ray actors: the only index of a served collection.
+
+Each :class:`ShardActor` holds one :class:`~operators.index.live_shard.LiveShard` (a
+snapshot plus replay of the store's newer writes) and is a named, detached actor in the
+``streamvision`` namespace, restarted by Ray after a crash (``max_restarts=-1``); a
+restarted shard replays from the store, and Ray retries the calls it had in flight
+(``max_task_retries=-1``), which are idempotent. :class:`ActorShards` is the client: all
+logic (routing by patch id, fan-out, merging, joins) is in
+:class:`~operators.index.sharded.ShardSet`, shared with the in-process shards.
+
+GPU: when the Ray cluster has GPUs and the shards are append-only, each shard actor asks
+for a fraction of a GPU and keeps a GPU copy for unfiltered searches if faiss-gpu is
+installed (:func:`operators.index.shard.choose_device`); otherwise it scans on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import ray
+
+from cluster.service.names import NAMESPACE, shard_name
+from operators.index.live_shard import LiveShard
+from operators.index.shard import IndexShard
+from operators.index.sharded import ShardSet, layout
+from streamvision.core.errors import ConfigError
+
+#: CPUs each shard actor reserves (its scans use the cores FAISS / BLAS threads get).
+SHARD_CPUS = 0.25
+
+
+@ray.remote
+class ShardActor:
+    """Holds one :class:`LiveShard`; rebuilt from its snapshot and the store whenever Ray restarts it."""
+
+    def __init__(self, root: str, shard: int, shards: int, dim: int, factory: str, options: dict[str, Any]) -> None:
+        self.shard = LiveShard(root, shard, shards, dim, factory, **options)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Run ``LiveShard.<method>(*args)``."""
+        return getattr(self.shard, method)(*args)
+
+
+class ActorShards(ShardSet):
+    """Client of a collection's N :class:`ShardActor` s (see :class:`ShardSet` for the API)."""
+
+    def __init__(self, actors: list[Any], dim: int, normalized: bool = True) -> None:
+        super().__init__(dim, len(actors), normalized)
+        self.actors = actors
+
+    @classmethod
+    def start(
+        cls,
+        data_dir: str | Path,
+        dim: int,
+        factory: str = "Flat",
+        shards: int = 2,
+        *,
+        normalized: bool = True,
+        append_only: bool = False,
+        num_cpus: float = SHARD_CPUS,
+    ) -> "ActorShards":
+        """Start the collection's shard actors, or attach to those already running.
+
+        Raises:
+            InputError: unknown factory string or bad dimension.
+            ConfigError: the directory holds shards of another factory / dimension.
+        """
+        IndexShard(dim, factory)  # fail fast and clearly on a bad factory string or dim
+        root, store = layout(data_dir)
+        gpus = ray.cluster_resources().get("GPU", 0) if append_only else 0
+        options = {"normalized": normalized, "append_only": append_only, "store": str(store)}
+        actors = [
+            ShardActor.options(
+                name=shard_name(data_dir, s, shards), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                num_cpus=num_cpus, num_gpus=min(1.0, gpus / shards) if gpus else 0,
+                max_restarts=-1, max_task_retries=-1,
+            ).remote(str(root), s, shards, dim, factory, options)
+            for s in range(shards)
+        ]
+        service = cls(actors, dim, normalized)
+        try:
+            service._all("stats")
+        except ray.exceptions.RayActorError as exc:
+            service.stop()
+            raise ConfigError(f"cannot open the index shards under {root}: {exc}") from exc
+        return service
+
+    @classmethod
+    def attach(cls, data_dir: str | Path, dim: int, shards: int, normalized: bool = True) -> "ActorShards":
+        """The running shard actors of a collection (started by :meth:`start`).
+
+        Raises:
+            ConfigError: they are not running.
+        """
+        try:
+            actors = [ray.get_actor(shard_name(data_dir, s, shards), namespace=NAMESPACE) for s in range(shards)]
+        except ValueError as exc:
+            raise ConfigError(f"the shards of {data_dir} are not running: {exc}") from exc
+        return cls(actors, dim, normalized)
+
+    def _each(self, method: str, args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        refs = [actor.call.remote(method, *a) for actor, a in zip(self.actors, args)]
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+
+    def stop(self) -> None:
+        """Stop the shard actors (their state is the store plus their snapshots)."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []

@@ -1,0 +1,191 @@
+"""A shard derived from the store: a snapshot at a store position, plus replay of what is newer.
+
+The lineage store is the record (ARCHITECTURE section 7); a shard is derived state, like a
+Milvus query node replaying its log. Shard ``s`` of ``n`` keeps in ``ROOT/shard-s-of-n/``:
+
+=================  ===========================================================
+``index.faiss``    the last snapshot (``faiss.write_index``; our own file)
+``snapshot.json``  factory, dim, ``ntotal`` and the store *position* it covers
+=================  ===========================================================
+
+Opening loads the snapshot and replays the vectors the store wrote after its position
+(:meth:`operators.stores.lineage_store.LineageStore.vectors_since`) that route to this
+shard, so the cost of opening is the snapshot's size plus what was written since, never a
+scan of every vector. Live writes arrive through :meth:`LiveShard.apply` right after the
+store wrote them, with their position. Replays are idempotent (patch ids are deterministic),
+so a write applied twice changes nothing. A missing or unreadable snapshot is rebuilt from
+the store, with a warning.
+
+>>> import numpy as np, tempfile
+>>> from operators.stores.lineage_store import LineageStore
+>>> root = tempfile.mkdtemp()
+>>> with LineageStore(root + "/lineage") as store:
+...     position = store.write_vectors(np.arange(1, 5), np.eye(4, dtype=np.float32))
+>>> shard = LiveShard(root + "/index", 0, 1, dim=4, store=root + "/lineage")
+>>> shard.index.ntotal, shard.position
+(4, 1)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from operators.index.routing import route
+from operators.index.shard import IndexShard, as_ids
+from operators.stores.lineage_store import LineageStore
+from streamvision.core.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_META = "snapshot.json"
+SNAPSHOT_INDEX = "index.faiss"
+
+
+def shard_dir(root: str | Path, shard: int, shards: int) -> Path:
+    """Directory of shard ``shard`` of ``shards`` under ``root``."""
+    return Path(root) / f"shard-{shard}-of-{shards}"
+
+
+class LiveShard:
+    """One :class:`IndexShard` kept equal to the store's vectors that route to it.
+
+    Args:
+        root: the collection's index directory (shared by all its shards).
+        shard: this shard's number, ``0 <= shard < shards``.
+        shards: number of shards (patch ids are routed with :func:`route`).
+        dim: vector dimension.
+        factory: ``index_factory`` string.
+        normalized: require unit-norm vectors.
+        append_only: never replace or remove (eligible for GPU).
+        device: ``"cpu"``, ``"gpu"`` or ``None`` (choose).
+        store: the lineage store directory to replay from (``None``: nothing to replay).
+
+    Raises:
+        ConfigError: an existing snapshot was made with another factory or dimension.
+        InputError: bad factory or dimension.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        shard: int,
+        shards: int,
+        dim: int,
+        factory: str = "Flat",
+        *,
+        normalized: bool = True,
+        append_only: bool = False,
+        device: str | None = None,
+        store: str | Path | None = None,
+    ) -> None:
+        if not 0 <= shard < shards:
+            raise ConfigError(f"shard {shard} is not in [0, {shards})")
+        self.shard, self.shards = shard, shards
+        self.dir = shard_dir(root, shard, shards)
+        self.store = None if store is None else Path(store)
+        self._options = {"normalized": normalized, "append_only": append_only, "device": device}
+        self.index, self.position = self._load(dim, factory)
+        self.snapshot_position = self.position
+        self.replayed = self._replay()
+
+    # ------------------------------------------------------------------ recovery
+    def _load(self, dim: int, factory: str) -> tuple[IndexShard, int]:
+        meta_path, index_path = self.dir / SNAPSHOT_META, self.dir / SNAPSHOT_INDEX
+        if not meta_path.exists() or not index_path.exists():
+            return IndexShard(dim, factory, **self._options), 0
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta["factory"] != factory or meta["dim"] != dim:
+                raise ConfigError(
+                    f"{self.dir} holds a {meta['factory']!r} index of dim {meta['dim']}, "
+                    f"not {factory!r} of dim {dim}; use another directory or the same settings"
+                )
+            index = IndexShard.load(index_path, factory=factory, **self._options)
+            if index.ntotal != int(meta["ntotal"]):
+                raise InputError(f"{index_path} holds {index.ntotal} vectors, its snapshot says {meta['ntotal']}")
+            return index, int(meta["position"])
+        except ConfigError:
+            raise
+        except (InputError, ValueError, KeyError, TypeError) as exc:
+            log.warning("shard snapshot %s is unreadable (%s): rebuilding it from the store", self.dir, exc)
+            return IndexShard(dim, factory, **self._options), 0
+
+    def _replay(self) -> int:
+        """Apply the store's vectors written after :attr:`position` that route here."""
+        if self.store is None or not (self.store / "CURRENT").exists():
+            return 0
+        done = 0
+        with LineageStore(self.store, read_only=True) as store:
+            for position, ids, vectors in store.vectors_since(self.position):
+                mine = route(ids, self.shards) == self.shard
+                done += self.apply(position, ids[mine], vectors[mine])
+        return done
+
+    # ------------------------------------------------------------------ writes
+    def train(self, sample: np.ndarray) -> None:
+        """Train the index (``IVF`` / ``PQ``) and snapshot it at once, so a restart keeps the training."""
+        if self.index.is_trained:
+            return
+        self.index.train(sample)
+        self.snapshot()
+
+    def apply(self, position: int, ids: np.ndarray, vectors: np.ndarray) -> int:
+        """Upsert vectors the store wrote at ``position``; returns how many were given.
+
+        An untrained index (``IVF``...) trains on its first vectors.
+        """
+        ids = as_ids(ids)
+        if len(ids):
+            if not self.index.is_trained:
+                self.index.train(vectors)
+            self.index.upsert(ids, vectors)
+        self.position = max(self.position, int(position))
+        return len(ids)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Write the index and the store position it covers (files renamed into place)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.index.save(self.dir / SNAPSHOT_INDEX)
+        meta = {"factory": self.index.factory, "dim": self.index.dim, "ntotal": self.index.ntotal,
+                "position": self.position}
+        tmp = self.dir / (SNAPSHOT_META + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.dir / SNAPSHOT_META)
+        self.snapshot_position = self.position
+        return meta
+
+    # ------------------------------------------------------------------ reads
+    def search(self, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`IndexShard.search`."""
+        return self.index.search(queries, k, ids)
+
+    def range_search(
+        self, queries: np.ndarray, threshold: float, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See :meth:`IndexShard.range_search`."""
+        return self.index.range_search(queries, threshold, ids)
+
+    def items(self, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` held (all, or those of ``ids`` that this shard holds)."""
+        if ids is None:
+            pick = self.index.ids()
+        else:
+            wanted = as_ids(ids)
+            pick = wanted[self.index.contains(wanted)]
+        return pick, self.index.reconstruct(pick)
+
+    def stats(self) -> dict[str, Any]:
+        """The index's stats plus shard number, replay count and the positions it covers."""
+        return {
+            **self.index.stats(),
+            "shard": self.shard,
+            "shards": self.shards,
+            "replayed": self.replayed,
+            "position": self.position,
+            "snapshot_position": self.snapshot_position,
+        }

@@ -1,0 +1,1 @@
+"""Kafka: the wire format (headers + payload codec) and the client settings sources and producers share."""

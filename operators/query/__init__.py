@@ -1,0 +1,1 @@
+"""Queries over one collection: the contract every client shares (embedded, HTTP, CLI)."""

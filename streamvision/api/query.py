@@ -1,0 +1,135 @@
+"""Queries: "what looks like this?" and "where did this come from?", embedded or over HTTP.
+
+>>> import streamvision
+>>> sv = streamvision.connect("data")                     # doctest: +SKIP
+>>> sv = streamvision.connect("http://127.0.0.1:8000")    # doctest: +SKIP
+>>> for match in sv.similar("frame.png", k=5):            # doctest: +SKIP
+...     print(match.patch_id, round(match.score, 3), match.lineage["frame_no"])
+>>> sv.threshold(vector, 0.9, where={"camera": "cam1"})   # doctest: +SKIP
+>>> sv.lineage(patch_id)                                  # doctest: +SKIP
+
+``connect(DIR)`` (:mod:`streamvision.api.connect`) opens a data directory in this process (its shards load their snapshots
+and replay what the store wrote since); ``connect("http://HOST:PORT")`` talks to a running
+``streamvision serve``. Both offer the same methods and return the same results, built from
+the same JSON documents (:mod:`operators.query.engine`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from operators.index.sharded import STORE_DIRNAME, ShardedIndex
+from operators.query.engine import CollectionQueries
+from operators.sinks.collection_writer import read_manifest
+from operators.stores.lineage_store import LineageStore
+from streamvision.core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Match:
+    """One query result: a patch id, its score (inner product) and where it came from."""
+
+    patch_id: int
+    score: float
+    lineage: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (the HTTP API's match)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One join result: two patches whose inner product is ``score``."""
+
+    score: float
+    a: Match
+    b: Match
+
+
+def _matches(doc: dict[str, Any]) -> list[Match] | list[list[Match]]:
+    rows = [[Match(**m) for m in row] for row in doc["results"]]
+    return rows if doc["batch"] else rows[0]
+
+
+def _pairs(doc: dict[str, Any]) -> list[Pair]:
+    return [Pair(p["score"], Match(**p["a"]), Match(**p["b"])) for p in doc["results"]]
+
+
+class Queries(ABC):
+    """The query methods every client has; subclasses say how one request is answered."""
+
+    @abstractmethod
+    def answer(self, kind: str, **params: Any) -> dict[str, Any]:
+        """The JSON document answering query ``kind`` (``similar``, ``threshold``,
+        ``near_duplicates``, ``join``, ``lineage``, ``stats``)."""
+
+    def similar(self, query: Any, k: int = 10, where: Any = None) -> list[Match] | list[list[Match]]:
+        """The ``k`` patches most similar to a query: an image (path, RGB array or encoded
+        bytes), a vector, an ``(n, d)`` batch (one list per row) or a patch id."""
+        return _matches(self.answer("similar", query=query, k=k, where=where))
+
+    def threshold(self, query: Any, t: float, where: Any = None,
+                  limit: int | None = None) -> list[Match] | list[list[Match]]:
+        """Every patch whose inner product with the query is greater than ``t``, best first."""
+        return _matches(self.answer("threshold", query=query, t=t, where=where, limit=limit))
+
+    def near_duplicates(self, t: float = 0.97, where: Any = None, limit: int | None = 100) -> list[Pair]:
+        """Pairs of patches with inner product > ``t`` (a similarity self-join), best first."""
+        return _pairs(self.answer("near_duplicates", t=t, where=where, limit=limit))
+
+    def join(self, left: Any, right: Any, t: float = 0.9, limit: int | None = 100) -> list[Pair]:
+        """Pairs ``(a, b)``, ``a`` matching filter ``left`` and ``b`` filter ``right`` (e.g. two
+        cameras), with inner product > ``t``."""
+        return _pairs(self.answer("join", left=left, right=right, t=t, limit=limit))
+
+    def lineage(self, patch_id: int) -> list[dict[str, Any]]:
+        """The chain from a patch up to its frame (patches first, the frame last)."""
+        return self.answer("lineage", patch_id=patch_id)["chain"]
+
+    def stats(self) -> dict[str, Any]:
+        """Vectors held, dimension, factory, store position and per-shard facts."""
+        return self.answer("stats")
+
+    def close(self) -> None:
+        """Release what the client holds."""
+
+    def __enter__(self) -> "Queries":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Collection(Queries):
+    """A data directory opened in this process, read-only (beside a running pipeline or service).
+
+    Args:
+        data: the data directory written by ``streamvision ingest``, a pipeline or ``import``.
+
+    Raises:
+        InputError: the directory holds no vectors.
+    """
+
+    def __init__(self, data: str | Path) -> None:
+        self.data = Path(data)
+        self.manifest = read_manifest(self.data)
+        if not self.manifest.get("dim"):
+            raise InputError(f"{self.data} holds no indexed vectors (run `streamvision ingest VIDEO --data {self.data}`)")
+        self.dim = int(self.manifest["dim"])
+        self.store = LineageStore(self.data / STORE_DIRNAME, read_only=True)
+        self.index = ShardedIndex.open(self.data, self.dim, self.manifest.get("factory", "Flat"),
+                                       int(self.manifest.get("shards", 2)))
+        self.queries = CollectionQueries(self.data.name, self.store, self.index, self.manifest)
+
+    def answer(self, kind: str, **params: Any) -> dict[str, Any]:
+        """Answer in this process (see :class:`Queries`)."""
+        return self.queries.answer(kind, params)
+
+    def close(self) -> None:
+        """Close the shards' threads and the store."""
+        self.index.close()
+        self.store.close()
