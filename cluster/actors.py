@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import ray
 from ray.util import metrics
 
+from cluster.service import names
+from cluster.service.writer import find_writer
 from operators.base import Operator, OperatorContext, Sink, Source
 from streamvision.core.frames import FrameBatch
 from streamvision.core.patches import PatchBatch
@@ -152,23 +154,37 @@ class OperatorActor(_Instrumented):
 
 @ray.remote
 class SinkActor(_Instrumented):
-    """Writes batches durably; opens its stores lazily so a restart reopens them."""
+    """Writes batches durably; opens its stores lazily so a restart reopens them.
+
+    A sink whose data directory a live service serves hands its batches to the service's
+    writer actor instead (``cluster.service.writer``): the service's shards are the index.
+    """
 
     def __init__(self, node_id: str, sink: Sink) -> None:
         self._init_metrics(node_id)
         self.sink = sink
         self._opened = False
+        self._writer: Any = None
+        self._served: dict[str, int] = {"written": 0, "vectors": 0}
 
     def open(self) -> bool:
-        """Open the stores."""
+        """Open the stores, or find the service's writer."""
         if not self._opened:
-            self.sink.open()
+            data = getattr(self.sink, "data", None)
+            self._writer = find_writer(data) if data and names.read_record(data) is not None else None
+            if self._writer is None:
+                self.sink.open()
+            else:
+                options = getattr(self.sink, "writer_options", dict)()
+                ray.get(self._writer.adopt.remote(options.get("featurizer"), options.get("dim")))
             self._opened = True
         return True
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """Offsets the store says are durably done."""
         self.open()
+        if self._writer is not None:
+            return ray.get(self._writer.committed_offsets.remote())
         return self.sink.committed_offsets()
 
     def write(self, *batches: PatchBatch) -> dict[str, Any]:
@@ -176,13 +192,23 @@ class SinkActor(_Instrumented):
         self.open()
         started = time.perf_counter()
         batch = _merge(batches)
-        written = self.sink.write(batch)
+        if self._writer is not None:
+            ack = ray.get(self._writer.write.remote(batch))
+            self._served["written"] += ack["written"]
+            self._served["vectors"] += len(batch) if batch.vectors is not None else 0
+            written, offsets = ack["written"], ack["offsets"]
+        else:
+            written = self.sink.write(batch)
+            offsets = getattr(self.sink, "last_offsets", {})
         self._record(len(batch), started)
-        return {"written": written, "offsets": getattr(self.sink, "last_offsets", {})}
+        return {"written": written, "offsets": offsets}
 
     def close(self) -> dict[str, Any]:
         """Flush and close; return the sink's stats."""
         self.open()
+        if self._writer is not None:
+            self._opened = False
+            return {**self._served, "service": True}
         stats = self.sink.stats()
         self.sink.close()
         self._opened = False

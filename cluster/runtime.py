@@ -30,6 +30,7 @@ from ray.util import metrics
 
 from cluster.actors import OperatorActor, SinkActor, SourceActor
 from cluster.local import ensure_ray
+from cluster.service import names
 from operators.base import OperatorContext
 from streamvision.plan.dataflow import Dataflow, Node
 from streamvision.core.errors import ConfigError, StreamVisionError
@@ -331,16 +332,27 @@ class _Driver:
 
 
 def _check_fits(flow: Dataflow) -> None:
-    """Refuse a graph whose actors cannot all be placed (Ray would wait for ever)."""
-    have = ray.cluster_resources()
+    """Refuse a graph whose actors cannot all be placed now (Ray would wait for ever): what
+    other jobs and a live service already hold is not available."""
+    have = ray.available_resources()
     for resource, need in flow.required_resources().items():
         if need > have.get(resource, 0.0) + 1e-9:
             per_node = ", ".join(f"{n.id}: {n.resources.replicas} x {getattr(n.resources, 'num_' + resource.lower() + 's')}"
                                  for n in flow.nodes)
             raise ConfigError(
                 f"dataflow {flow.name!r} needs {need:g} {resource}s but the Ray cluster has "
-                f"{have.get(resource, 0.0):g} ({per_node}); lower replicas or num_cpus/num_gpus"
+                f"{have.get(resource, 0.0):g} free ({per_node}); lower replicas or num_cpus/num_gpus"
             )
+
+
+def served_ray_address(flow: Dataflow) -> str | None:
+    """The Ray address of the service serving one of ``flow``'s sinks, if any runs."""
+    for node in flow.nodes:
+        data = getattr(node.component, "data", None) if node.kind == "sink" else None
+        record = names.read_record(data) if data else None
+        if record is not None:
+            return str(record["ray_address"])
+    return None
 
 
 def run_dataflow(
@@ -350,8 +362,12 @@ def run_dataflow(
     progress: Callable[[Progress], None] | None = None,
     stop_after_s: float | None = None,
 ) -> RunReport:
-    """Run ``flow`` (already validated) on Ray until its sources end or it is stopped."""
-    ensure_ray(address)
+    """Run ``flow`` (already validated) on Ray until its sources end or it is stopped.
+
+    A flow whose store sink names a served data directory runs on the service's Ray (unless
+    ``address`` or ``RAY_ADDRESS`` says otherwise) and writes through the service's writer.
+    """
+    ensure_ray(address or served_ray_address(flow))
     _check_fits(flow)
     driver = _Driver(flow, progress)
     driver.start()

@@ -44,8 +44,9 @@ from streamvision.core.errors import StreamVisionError
 
 #: Largest request body accepted (a base64 image of the largest size, with room).
 MAX_BODY_BYTES = 24 * 1024 * 1024
-#: CPUs each front-end replica reserves.
-FRONTEND_CPUS = 0.25
+#: CPUs it reserves: none by default, so that pipelines sized for a 2-core machine fit beside the
+#: service (it is mostly idle between queries); raise it on a cluster to keep cores for it.
+FRONTEND_CPUS = 0.0
 
 app = FastAPI(title="StreamVision", version="1")
 
@@ -78,7 +79,10 @@ class _Collections:
             store = LineageStore(data / STORE_DIRNAME, follow=self._scratch / name)
             shards = ActorShards.attach(data, int(manifest["dim"]), int(manifest.get("shards", 2)))
             self._open[name] = CollectionQueries(name, store, shards, manifest, refresh=store.catch_up)
-        return self._open[name]
+        queries = self._open[name]
+        if not queries.manifest.get("featurizer"):  # a pipeline may have recorded it since
+            queries.manifest = read_manifest(self.paths[name])
+        return queries
 
 
 def _params(kind: str, body: dict[str, Any]) -> dict[str, Any]:

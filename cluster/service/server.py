@@ -24,7 +24,8 @@ from cluster.local import ensure_ray
 from cluster.service import names
 from cluster.service.frontend import QueryFrontend
 from cluster.service.shards import ActorShards
-from cluster.service.writer import start_writer
+from cluster.service.writer import launch_writer, wait_ready
+from operators.sinks.collection_writer import read_manifest
 from streamvision.core.errors import ConfigError
 
 APP_NAME = "streamvision"
@@ -47,6 +48,7 @@ class LiveService:
                 shard_counts[name] = ray.get(writer.ready.remote())["shards"]
             ray.get([writer.close.remote() for writer in self.writers.values()])
             serve.delete(APP_NAME)
+            serve.shutdown()
         finally:
             for name, data in self.collections.items():
                 names.remove_record(data)
@@ -79,6 +81,17 @@ def _collections(data_dirs: list[str | Path]) -> dict[str, Path]:
     return collections
 
 
+def _refuse_a_second_service() -> None:
+    """One service per Ray cluster: Serve has one HTTP proxy port, and the app's name is fixed."""
+    try:
+        ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+    except ValueError:
+        return
+    if APP_NAME in serve.status().applications:
+        raise ConfigError("a StreamVision service already runs on this Ray cluster: serve all its collections "
+                          "from one `streamvision serve --data A --data B`, or stop it first")
+
+
 def start_service(
     data_dirs: list[str | Path],
     *,
@@ -106,15 +119,19 @@ def start_service(
         raise ConfigError(f"binding to {host} exposes the API beyond this machine: give --token (or bind 127.0.0.1)")
     collections = _collections(data_dirs)
     ensure_ray(address)
+    _refuse_a_second_service()
     service = LiveService(collections, url=f"http://{LOOPBACK if host == LOOPBACK else host}:{port}")
-    for name, data in collections.items():
-        service.writers[name] = start_writer(data, dict(writer_options or {}))
-        facts = ray.get(service.writers[name].ready.remote())
-        if facts["dim"]:
-            ActorShards.attach(data, facts["dim"], facts["shards"])  # started by the writer
+    for name, data in collections.items():  # every actor starts at once, the front end meanwhile
+        manifest = read_manifest(data)
+        if manifest.get("dim"):
+            ActorShards.launch(data, int(manifest["dim"]), manifest.get("factory", "Flat"),
+                               int(manifest.get("shards", 2)))
+        service.writers[name] = launch_writer(data, dict(writer_options or {}))
     serve.start(http_options={"host": host, "port": port}, detached=False)
     serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token),
               name=APP_NAME, route_prefix="/", blocking=False)
+    for name, data in collections.items():
+        wait_ready(service.writers[name], data)  # which waits for its shards
     record = {"url": service.url, "pid": os.getpid(), "ray_address": ray.get_runtime_context().gcs_address,
               "started": time.time(), "collections": {n: str(p) for n, p in collections.items()}}
     for data in collections.values():

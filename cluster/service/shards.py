@@ -15,6 +15,7 @@ installed (:func:`operators.index.shard.choose_device`); otherwise it scans on C
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,8 +27,9 @@ from operators.index.shard import IndexShard
 from operators.index.sharded import ShardSet, layout
 from streamvision.core.errors import ConfigError
 
-#: CPUs each shard actor reserves (its scans use the cores FAISS / BLAS threads get).
-SHARD_CPUS = 0.25
+#: CPUs it reserves: none by default, so that pipelines sized for a 2-core machine fit beside the
+#: service (it is mostly idle between queries); raise it on a cluster to keep cores for it.
+SHARD_CPUS = 0.0
 
 
 @ray.remote
@@ -36,6 +38,10 @@ class ShardActor:
 
     def __init__(self, root: str, shard: int, shards: int, dim: int, factory: str, options: dict[str, Any]) -> None:
         self.shard = LiveShard(root, shard, shards, dim, factory, **options)
+
+    def pid(self) -> int:
+        """The actor's process id (for operators, and for the failure tests that kill it)."""
+        return os.getpid()
 
     def call(self, method: str, *args: Any) -> Any:
         """Run ``LiveShard.<method>(*args)``."""
@@ -50,7 +56,7 @@ class ActorShards(ShardSet):
         self.actors = actors
 
     @classmethod
-    def start(
+    def launch(
         cls,
         data_dir: str | Path,
         dim: int,
@@ -61,11 +67,10 @@ class ActorShards(ShardSet):
         append_only: bool = False,
         num_cpus: float = SHARD_CPUS,
     ) -> "ActorShards":
-        """Start the collection's shard actors, or attach to those already running.
+        """Create the collection's shard actors (or attach to those running), without waiting.
 
         Raises:
             InputError: unknown factory string or bad dimension.
-            ConfigError: the directory holds shards of another factory / dimension.
         """
         IndexShard(dim, factory)  # fail fast and clearly on a bad factory string or dim
         root, store = layout(data_dir)
@@ -79,12 +84,23 @@ class ActorShards(ShardSet):
             ).remote(str(root), s, shards, dim, factory, options)
             for s in range(shards)
         ]
-        service = cls(actors, dim, normalized)
+        return cls(actors, dim, normalized)
+
+    @classmethod
+    def start(cls, data_dir: str | Path, dim: int, factory: str = "Flat", shards: int = 2, **options: Any,
+              ) -> "ActorShards":
+        """:meth:`launch`, then wait until every shard has loaded its snapshot and replayed.
+
+        Raises:
+            InputError: unknown factory string or bad dimension.
+            ConfigError: the directory holds shards of another factory / dimension.
+        """
+        service = cls.launch(data_dir, dim, factory, shards, **options)
         try:
             service._all("stats")
         except ray.exceptions.RayActorError as exc:
             service.stop()
-            raise ConfigError(f"cannot open the index shards under {root}: {exc}") from exc
+            raise ConfigError(f"cannot open the index shards under {layout(data_dir)[0]}: {exc}") from exc
         return service
 
     @classmethod

@@ -9,6 +9,7 @@ retried calls are idempotent (patch ids are deterministic).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from operators.sinks.collection_writer import CollectionWriter
 from streamvision.core.errors import ConfigError
 from streamvision.core.patches import PatchBatch
 
-#: CPUs the writer reserves.
-WRITER_CPUS = 0.25
+#: CPUs it reserves: none by default, so that pipelines sized for a 2-core machine fit beside the
+#: service (it is mostly idle between queries); raise it on a cluster to keep cores for it.
+WRITER_CPUS = 0.0
 
 
 def start_shards(data: Path, dim: int, factory: str, shards: int) -> ShardSet:
@@ -38,9 +40,17 @@ class WriterActor:
     def __init__(self, data: str, options: dict[str, Any]) -> None:
         self.writer = CollectionWriter(data, start_shards, **options)
 
+    def pid(self) -> int:
+        """The actor's process id (for operators, and for the failure tests that kill it)."""
+        return os.getpid()
+
     def ready(self) -> dict[str, Any]:
         """The manifest facts once the writer is open (and its shards, if the dimension is known)."""
         return {"dim": self.writer.dim, "factory": self.writer.factory, "shards": self.writer.shard_count}
+
+    def adopt(self, featurizer: dict[str, Any] | None, dim: int | None) -> None:
+        """Record a pipeline's featurizer and dimension if the collection has none yet."""
+        self.writer.adopt(featurizer, dim)
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """Offsets durably done (stored and applied): what sources resume from."""
@@ -67,22 +77,25 @@ class WriterActor:
         self.writer.close()
 
 
-def start_writer(data: str | Path, options: dict[str, Any]) -> Any:
-    """Start the collection's writer actor (or attach to the running one) and wait until it is open.
+def launch_writer(data: str | Path, options: dict[str, Any]) -> Any:
+    """Create the collection's writer actor (or attach to the running one) without waiting for it."""
+    return WriterActor.options(
+        name=writer_name(data), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        num_cpus=WRITER_CPUS, max_restarts=-1, max_task_retries=-1,
+    ).remote(str(Path(data).resolve()), options)
+
+
+def wait_ready(actor: Any, data: str | Path) -> dict[str, Any]:
+    """Wait until a launched writer has opened its collection; its :meth:`WriterActor.ready` facts.
 
     Raises:
         ConfigError: the directory cannot be opened (another writer holds it, other vectors).
     """
-    actor = WriterActor.options(
-        name=writer_name(data), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        num_cpus=WRITER_CPUS, max_restarts=-1, max_task_retries=-1,
-    ).remote(str(Path(data).resolve()), options)
     try:
-        ray.get(actor.ready.remote())
+        return ray.get(actor.ready.remote())
     except ray.exceptions.RayActorError as exc:
         ray.kill(actor, no_restart=True)
         raise ConfigError(f"cannot open {data} for writing: {exc}") from exc
-    return actor
 
 
 def find_writer(data: str | Path) -> Any | None:

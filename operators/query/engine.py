@@ -67,7 +67,10 @@ class CollectionQueries:
         store: its lineage store (read-only or following the writer).
         index: its shards.
         manifest: its manifest (dimension, factory, featurizer spec).
-        refresh: called before each query (a following store catches up with the writer).
+        refresh: makes the store see the writer's newest writes (a following store catches up);
+            called only when an answer needs them: before filters and stats, and when a hit's
+            metadata is not there yet (the writer stores it before the shards index the vector),
+            so an unfiltered query costs no catch-up and still reads its writes.
     """
 
     def __init__(self, name: str, store: LineageStore, index: ShardSet, manifest: dict[str, Any],
@@ -136,16 +139,27 @@ class CollectionQueries:
         """The ``(1, dim)`` stored vector of a patch."""
         try:
             return self.store.vectors([patch_id])
+        except KeyError:
+            self._refresh()
+        try:
+            return self.store.vectors([patch_id])
         except KeyError as exc:
             raise InputError(f"no vector stored for patch {patch_id} in collection {self.name!r}") from exc
 
     def _where(self, where: Any) -> np.ndarray | None:
-        return where_ids(self.store, Where.of(where))
+        spec = Where.of(where)
+        if spec.is_empty:
+            return None
+        self._refresh()
+        return where_ids(self.store, spec)
 
     # ------------------------------------------------------------------ answers
     def describe(self, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
         """Matches (patch id, score, lineage summary) for ``ids``, in order."""
         metas = self.store.patches([int(i) for i in ids])
+        if any(meta is None for meta in metas):  # indexed after this reader last caught up
+            self._refresh()
+            metas = self.store.patches([int(i) for i in ids])
         out = []
         for pid, score, meta in zip(ids.tolist(), scores.tolist(), metas):
             meta = meta or {}
@@ -158,7 +172,6 @@ class CollectionQueries:
     def similar(self, query: Any, k: int = 10, where: Any = None) -> dict[str, Any]:
         """The ``k`` most similar patches to each query row (inner product, best first)."""
         k = _limit(k, "k")
-        self._refresh()
         q, batch = self.vectors(query)
         D, I = self.index.search(q, k, where_ids=self._where(where))
         results = [self.describe(I[r][I[r] != -1], D[r][I[r] != -1]) for r in range(len(q))]
@@ -169,7 +182,6 @@ class CollectionQueries:
         """Every patch with inner product > ``t`` with each query row, best first (the MemSQL
         query); ``counts`` has the exact number per row, ``results`` at most ``limit``."""
         t, limit = _finite(t), _limit(limit, "limit")
-        self._refresh()
         q, batch = self.vectors(query)
         lims, D, I = self.index.threshold(q, t, where_ids=self._where(where))
         rows = [slice(int(lims[r]), int(lims[r + 1])) for r in range(len(q))]
@@ -188,7 +200,6 @@ class CollectionQueries:
     def near_duplicates(self, t: float, where: Any = None, limit: int | None = 100) -> dict[str, Any]:
         """Similarity self-join: every pair ``a < b`` with inner product > ``t``, best first."""
         t, limit = _finite(t), _limit(limit, "limit")
-        self._refresh()
         a, b, s = self.index.near_duplicates(t, where_ids=self._where(where))
         return self._pairs("near_duplicates", {"t": t, "where": Where.of(where).as_dict(), "limit": limit},
                            a, b, s, limit)
@@ -197,10 +208,10 @@ class CollectionQueries:
         """Join two sets of patches (e.g. two cameras, each a ``where``): every ``(a, b)`` with
         inner product > ``t``, best first."""
         t, limit = _finite(t), _limit(limit, "limit")
-        self._refresh()
-        ids_a, ids_b = (where_ids(self.store, Where.of(side)) for side in (left, right))
-        if ids_a is None or ids_b is None:
+        if Where.of(left).is_empty or Where.of(right).is_empty:
             raise InputError("a join needs a filter on each side (e.g. {'camera': 'cam1'} and {'camera': 'cam2'})")
+        ids_a, ids_b = self._where(left), self._where(right)
+        assert ids_a is not None and ids_b is not None
         a, b, s = self.index.join(ids_a, ids_b, t)
         query = {"t": t, "left": Where.of(left).as_dict(), "right": Where.of(right).as_dict(), "limit": limit}
         return self._pairs("join", query, a, b, s, limit)
@@ -210,9 +221,13 @@ class CollectionQueries:
         position or Kafka offset) last."""
         if isinstance(patch_id, bool) or not isinstance(patch_id, (int, np.integer)):
             raise InputError(f"a patch id is an integer, got {patch_id!r}")
-        self._refresh()
         try:
             chain = self.store.lineage(int(patch_id))
+        except KeyError:
+            self._refresh()
+            chain = None
+        try:
+            chain = chain or self.store.lineage(int(patch_id))
         except KeyError as exc:
             raise InputError(f"no patch with id {patch_id} in collection {self.name!r}") from exc
         return {"kind": "lineage", "collection": self.name, "patch_id": int(patch_id), "chain": chain}

@@ -59,9 +59,11 @@ def encode_query(query: Any) -> dict[str, Any]:
 
 def _matrix(rows: Any, what: str) -> np.ndarray:
     try:
-        array = np.asarray(rows, dtype=np.float64)
+        array = np.asarray(rows)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what} must hold numbers only") from exc
+    if array.dtype.kind not in "iuf":  # booleans, strings, null, ints too big for a float
+        raise InputError(f"{what} must hold numbers only")
     return array.astype(np.float32)
 
 

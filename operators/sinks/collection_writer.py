@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from operators.index.shard import as_ids, as_matrix
+from operators.index.shard import as_ids, as_matrix, check_normalized
 from operators.index.sharded import STORE_DIRNAME, ShardSet
 from operators.sinks.offsets import OffsetTracker
 from operators.stores.lineage_store import LineageStore
@@ -132,7 +132,26 @@ class CollectionWriter:
             self._start_index()
         if self.index is not None:
             return self.index.check(np.zeros(len(vectors), np.int64), vectors)[1]
-        return as_matrix(vectors, self.dim)
+        x = as_matrix(vectors, self.dim)
+        check_normalized(x)  # readers' shards require unit norm: a stored bad row would stop their replay
+        return x
+
+    def adopt(self, featurizer: dict[str, Any] | None, dim: int | None) -> None:
+        """Take a pipeline's featurizer spec and dimension when the collection records none yet.
+
+        Raises:
+            ConfigError: the collection holds vectors of another dimension.
+        """
+        if dim and self.dim and dim != self.dim:
+            raise ConfigError(f"{self.data} holds {self.dim}-d vectors ({self.featurizer}); this pipeline "
+                              f"makes {dim}-d vectors: write to another collection")
+        changed = (featurizer and not self.featurizer) or (dim and not self.dim)
+        self.featurizer = self.featurizer or featurizer
+        if dim and not self.dim:
+            self.dim = dim
+            self._start_index()
+        elif changed and self.dim:
+            self._write_manifest()
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """Offsets durably done, as stored: what sources resume from."""
@@ -196,7 +215,6 @@ class CollectionWriter:
                 "indexed": self.index.ntotal if self.index is not None else 0}
 
     def close(self) -> None:
-        """Snapshot the shards and close the store."""
-        if self._since_snapshot:
-            self.snapshot()
+        """Snapshot the shards (so that the next open replays nothing) and close the store."""
+        self.snapshot()
         self.store.close()

@@ -197,6 +197,8 @@ class LineageStore:
         Returns:
             The new position.
         """
+        if not len(ids):
+            return self._position  # nothing stored: no position (it would not survive a reopen)
         wb = rocksdict.WriteBatch(raw_mode=True)
         h = self._handles
         position = struct.pack(">Q", self._position + 1)
@@ -390,8 +392,13 @@ class LineageStore:
         self._db.flush()
 
     def close(self) -> None:
-        """Close the database; the object is unusable afterwards."""
+        """Close the database; the object is unusable afterwards (closing twice is a no-op)."""
+        if self._db is None:
+            return
         self._db.close()
+        # rocksdict releases the directory's lock only once every handle is dropped.
+        self._cf, self._handles = {}, {}
+        self._db = None  # type: ignore[assignment]
 
     def __enter__(self) -> "LineageStore":
         return self

@@ -1,17 +1,22 @@
 """``streamvision demo``: the whole system on a real video, start to finish, through Kafka.
 
 1. fetch the real sample video (vtest.avi from Debian's opencv-doc, cached, sha256-checked);
-2. start the embedded Kafka-compatible broker (Tansu) on 127.0.0.1, or use ``bootstrap_servers``;
+2. start the embedded Kafka-compatible broker (Tansu) on 127.0.0.1, or use ``bootstrap_servers``,
+   and the live service on the data directory (shard actors, writer, HTTP API on 127.0.0.1);
 3. produce the video's frames to a topic as JPEG messages (key = camera id);
 4. run the default dataflow from the topic until its end: Kafka source -> NanoDet-m ->
-   EfficientNet-Lite0 on crops and whole frames -> FAISS + RocksDB lineage, as Ray actors;
-5. ask what looks like one of its frames, and where the best match came from.
+   EfficientNet-Lite0 on crops and whole frames -> the service's writer (RocksDB lineage,
+   then the shard actors), as Ray actors;
+5. ask the service over HTTP what looks like one of its frames, and where the best match came
+   from; with ``serve=True`` it keeps answering until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,7 +30,8 @@ from operators.sources.kafka_source import KafkaSource
 from operators.assets import vtest_video
 from streamvision.core.errors import ConfigError
 from streamvision.plan.pipelines import Featurizer, ingest_flow
-from streamvision.api.query import connect
+from cluster.service.server import start_service
+from streamvision.api.client import ServiceClient
 
 DEMO_TOPIC = "vtest"
 DEMO_CAMERA = "cam1"
@@ -70,13 +76,37 @@ def _broker(bootstrap_servers: str | None, console: Console) -> Iterator[str]:
 
 
 def run_demo(data: Path, query_frame: int, console: Console, run_flow: Callable[[Any, int | None], Any], *,
-             featurizer: Featurizer = "models", bootstrap_servers: str | None = None, limit: int | None = None) -> None:
+             featurizer: Featurizer = "models", bootstrap_servers: str | None = None, limit: int | None = None,
+             port: int = 8000, serve: bool = False) -> None:
     """Run the five steps of the module docstring into the data directory ``data``."""
     _fresh_data_dir(data)
+    service = start_service([data], port=port)
+    try:
+        top = _steps(data, query_frame, console, run_flow, service.url, featurizer, bootstrap_servers, limit)
+        if serve:
+            _keep_serving(console, service.url, data, top)
+    finally:
+        service.stop()
+
+
+def _keep_serving(console: Console, url: str, data: Path, patch_id: int) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"[green]serving {data} at {url}[/green]; Ctrl-C stops. Try:")
+    console.print(f"   curl -s -X POST {url}/v1/similar -d '{{\"query\": {{\"patch_id\": {patch_id}}}, \"k\": 3}}'")
+    console.print(f"   streamvision query similar IMAGE --service {url} -k 5")
+    while not stop.wait(0.5):
+        pass
+
+
+def _steps(data: Path, query_frame: int, console: Console, run_flow: Callable[[Any, int | None], Any], url: str,
+           featurizer: Featurizer, bootstrap_servers: str | None, limit: int | None) -> int:
+    """Steps 1-5; returns the top match's patch id."""
     console.print("[bold]1. Sample video[/bold]: vtest.avi from Debian's opencv-doc (fetched once, cached)")
     video = vtest_video()
     console.print(f"   {video}")
-    console.print("[bold]2. Broker[/bold]")
+    console.print(f"[bold]2. Broker and service[/bold]: the service answers at {url}")
     with _broker(bootstrap_servers, console) as servers:
         console.print(f"[bold]3. Produce[/bold] the frames to topic {DEMO_TOPIC!r} as JPEG messages")
         with FrameProducer(servers, DEMO_TOPIC) as producer:
@@ -90,7 +120,7 @@ def run_demo(data: Path, query_frame: int, console: Console, run_flow: Callable[
         run_flow(ingest_flow(source, data, featurizer=featurizer, name="demo"), sent.frames)
     query = extract_frame(video, query_frame, data / f"query-frame-{query_frame}.png")
     console.print(f"[bold]5. What looks like frame {query_frame}?[/bold] (query image {query})")
-    with connect(data) as sv:
+    with ServiceClient(url) as sv:
         matches = sv.similar(query, k=5)
         table = Table("rank", "patch id", "score", "frame_no", "label", "kafka offset")
         for rank, m in enumerate(matches, 1):
@@ -107,3 +137,4 @@ def run_demo(data: Path, query_frame: int, console: Console, run_flow: Callable[
         else:
             console.print(f"   patch {link['patch_id']} made by {link['model']} (bbox {link['bbox']})")
     console.print(f"Try: streamvision query similar {query} --data {data} -k 5 --json")
+    return matches[0].patch_id

@@ -2,10 +2,11 @@
 
     streamvision ingest VIDEO --data DIR          video -> patches -> index + lineage
     streamvision run PIPELINE.yaml                a pipeline file (local Ray, or --address)
-    streamvision query similar IMAGE --data DIR -k 5 [--json]
+    streamvision serve --data DIR [--port P]      the live service: shard actors, writer, HTTP API
+    streamvision import FILE --data DIR           bulk-import embeddings (.parquet / .npy)
+    streamvision query similar|threshold|near-duplicates|join|stats ... (--data DIR | --service URL)
     streamvision lineage PATCH_ID --data DIR [--json]
-    streamvision demo                             the whole thing on a real sample video
-    streamvision query threshold|near-duplicates|join|index-stats ...   (the sharded index service)
+    streamvision demo [--serve]                   the whole thing on a real sample video
     streamvision models list|pull NAME            pretrained models, fetched into the cache
     streamvision broker start|stop|status         the embedded Kafka-compatible broker
     streamvision produce SOURCE --topic T --camera ID
@@ -24,16 +25,17 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from streamvision.cli import index as cli_index, kafka as cli_kafka, models as cli_models, train as cli_train
+from streamvision.cli import kafka as cli_kafka, models as cli_models, query as cli_query, serve as cli_serve
+from streamvision.cli import train as cli_train
 from streamvision.core.errors import StreamVisionError
 
 app = typer.Typer(help="StreamVision: streaming visual data on Ray.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-query_app = typer.Typer(help="Ask the index: similar, threshold, near-duplicates, join.", no_args_is_help=True)
-query_app.registered_commands.extend(cli_index.app.registered_commands)
-app.add_typer(query_app, name="query")
+app.add_typer(cli_query.app, name="query")
+app.command("lineage")(cli_query.lineage)
+app.command("serve")(cli_serve.serve)
+app.command("import")(cli_serve.import_)
 app.add_typer(cli_models.app, name="models")
 app.add_typer(cli_train.app, name="train")
 app.add_typer(cli_kafka.broker_app, name="broker")
@@ -109,51 +111,6 @@ def run(
     _run_flow(flow, address, None)
 
 
-def _print_matches(matches: list[Any], as_json: bool, query: dict[str, Any]) -> None:
-    if as_json:
-        print(json.dumps({"query": query, "results": [m.as_dict() for m in matches]}, indent=2))
-        return
-    table = Table("rank", "patch id", "score", "source", "frame_no", "ts", "label")
-    for rank, m in enumerate(matches, 1):
-        src = m.lineage.get("source") or {}
-        where = src.get("file") or f"{src.get('topic')}/{src.get('partition')}@{src.get('offset')}"
-        table.add_row(str(rank), str(m.patch_id), f"{m.score:.4f}", str(where), str(m.lineage.get("frame_no")),
-                      f"{m.lineage.get('ts') or 0:.2f}", m.lineage.get("label") or "")
-    Console().print(table)
-
-
-@query_app.command("similar")
-def query_similar(
-    image: Path = typer.Argument(..., help="Query image."),
-    data: Path = typer.Option(..., "--data", help="Data directory."),
-    k: int = typer.Option(10, "-k", "--k", help="Number of results."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-) -> None:
-    """The K patches that look most like IMAGE."""
-    from streamvision.api.query import connect
-
-    with connect(data) as sv:
-        _print_matches(sv.similar(image, k), as_json, {"image": str(image), "k": k})
-
-
-@app.command()
-def lineage(
-    patch_id: int = typer.Argument(..., help="Patch id."),
-    data: Path = typer.Option(..., "--data", help="Data directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-) -> None:
-    """Where a patch came from: its chain of patches down to the frame and offset."""
-    from streamvision.api.query import connect
-
-    with connect(data) as sv:
-        chain = sv.lineage(patch_id)
-    if as_json:
-        print(json.dumps({"patch_id": patch_id, "lineage": chain}, indent=2))
-        return
-    for depth, link in enumerate(chain):
-        Console().print("  " * depth + ("└ " if depth else "") + json.dumps(link))
-
-
 @app.command()
 def demo(
     data: Path = typer.Option(Path("streamvision-demo"), "--data", help="Data directory to create."),
@@ -163,12 +120,15 @@ def demo(
                                                   "demo to a minute or two; 0 = the whole video)."),
     bootstrap_servers: Optional[str] = typer.Option(None, "--bootstrap-servers",
                                                     help="A Kafka cluster to use (default: start the embedded broker)."),
+    port: int = typer.Option(8000, "--port", help="HTTP port of the demo's service (127.0.0.1)."),
+    serve: bool = typer.Option(False, "--serve", help="Keep the service answering until Ctrl-C."),
 ) -> None:
     """Fetch a real video, send it through Kafka into the dataflow, and ask what looks like one of its frames."""
     from streamvision.api.demo import run_demo
 
     run_demo(data, query_frame, console, run_flow=lambda flow, total: _run_flow(flow, None, total),
-             featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit or None)  # type: ignore[arg-type]
+             featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit or None,  # type: ignore[arg-type]
+             port=port, serve=serve)
 
 
 def main() -> None:

@@ -109,13 +109,13 @@ def test_cli_query_and_lineage_json(ingested, vtest_path, tmp_path):
     done = _cli("query", "similar", str(image), "--data", str(ingested), "-k", "3", "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["query"]["k"] == 3 and len(doc["results"]) == 3
-    top = doc["results"][0]
+    assert doc["query"]["k"] == 3 and doc["batch"] is False and len(doc["results"][0]) == 3
+    top = doc["results"][0][0]
     assert top["lineage"]["frame_no"] == 123 and top["score"] > 0.999
     assert top["lineage"]["source"]["file"].endswith("vtest.avi")
     done = _cli("lineage", str(top["patch_id"]), "--data", str(ingested), "--json")
     assert done.returncode == 0, done.stderr
-    chain = json.loads(done.stdout)["lineage"]
+    chain = json.loads(done.stdout)["chain"]
     assert chain[0]["patch_id"] == top["patch_id"] and chain[-1]["frame"]["frame_no"] == 123
     done = _cli("lineage", "42", "--data", str(ingested), "--json")
     assert done.returncode == 2 and "no patch with id 42" in done.stderr

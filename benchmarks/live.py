@@ -1,0 +1,363 @@
+"""The live service: real-time answers over cameras that are still streaming, on a 1 M collection.
+
+One run, on this machine, every part real (local Ray, Ray Serve, the embedded broker, RocksDB,
+FAISS, vtest.avi):
+
+1. **bulk import**: ``--vectors`` colour histograms (the live pipeline's featurizer, 4 levels
+   x 2 x 2 grid = 256-d) of random crops of vtest.avi frames are imported into a served
+   collection through the service's writer (``bulk_import_vectors_per_s``);
+2. **backlog**: a ``--backlog``-message backlog of real JPEG frames is ingested at full speed
+   by the Kafka dataflow into an empty served collection and into the full one
+   (``ingest_fps_full_vs_empty``; cost that grows with the collection shows here);
+3. **live**: ``--cameras`` cameras at ``--rate`` frames/s of real JPEG frames go through the
+   broker into the full collection while a client asks over HTTP: a prober sends every
+   produced frame's own vector (batched) until the frame is its top hit
+   (``answerable_p50_ms`` / ``_p99_ms``: capture time to that answer), and a querier asks
+   top-10 queries (``query_p50_ms`` / ``_p99_ms``); every actor's RSS is sampled
+   (``rss_growth_mb``: the largest growth of any actor after the first 10 % of the phase);
+4. **restart**: the service is stopped (snapshots written) and ``streamvision serve`` started
+   again as a new process, Ray included: ``restart_to_first_answer_s``.
+
+    python benchmarks/live.py --out out/
+
+writes ``out/live.json`` and ``out/live.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+import streamvision  # noqa: E402
+from cluster.broker import EmbeddedBroker  # noqa: E402
+from cluster.local import ensure_ray  # noqa: E402
+from cluster.service.server import start_service  # noqa: E402
+from operators.assets import cache_dir, vtest_video  # noqa: E402
+from operators.featurizers.color_histogram import ColorHistogram  # noqa: E402
+from operators.kafka import wire  # noqa: E402
+from operators.kafka.settings import KafkaSettings, ensure_topic  # noqa: E402
+from operators.patches.whole_frame import WholeFramePatches  # noqa: E402
+from operators.producers import FrameProducer  # noqa: E402
+from operators.producers.frame_reader import FrameReader  # noqa: E402
+from operators.sinks.store_sink import StoreSink  # noqa: E402
+from operators.sources.image_folder import decode_image  # noqa: E402
+from operators.sources.kafka_source import KafkaSource  # noqa: E402
+from streamvision.api.client import ServiceClient  # noqa: E402
+from streamvision.api.importer import import_embeddings  # noqa: E402
+from streamvision.plan.dataflow import Dataflow  # noqa: E402
+
+HISTOGRAM = {"bins": 4, "grid": 2}
+GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+QUALITY = 85
+REPO = Path(__file__).resolve().parents[1]
+
+
+def preload_vectors(frames: list[np.ndarray], n: int, seed: int = 0) -> Path:
+    """``n`` histograms of random crops (24..192 px squares) of the frames, cached as .npy."""
+    path = cache_dir() / "bench" / f"live-crops-{n}-seed{seed}-b{HISTOGRAM['bins']}g{HISTOGRAM['grid']}.npy"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    op = ColorHistogram(**HISTOGRAM)
+    out = np.lib.format.open_memmap(str(path) + ".tmp.npy", mode="w+", dtype=np.float32, shape=(n, op.dim))
+    h, w = frames[0].shape[:2]
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        sizes = rng.integers(24, 192, m)
+        ys, xs = rng.integers(0, h - sizes), rng.integers(0, w - sizes)
+        which = rng.integers(0, len(frames), m)
+        out[start:start + m] = op.featurize([frames[f][y:y + s, x:x + s] for f, y, x, s in zip(which, ys, xs, sizes)])
+    out.flush()
+    del out
+    Path(str(path) + ".tmp.npy").replace(path)
+    return path
+
+
+def _flow(servers: str, topic: str, data: Path, group: str, until_end: bool) -> Dataflow:
+    flow = Dataflow(f"live:{topic}")
+    source = KafkaSource(topic=topic, bootstrap_servers=servers, group_id=group, until_end=until_end, **GROUP_TIMING)
+    (flow.source(source, num_cpus=0.25, max_batch=8)
+         .then(WholeFramePatches(), num_cpus=0.5)
+         .then(ColorHistogram(**HISTOGRAM), num_cpus=0.5)
+         .sink(StoreSink(data=str(data)), num_cpus=0.25))
+    return flow
+
+
+def backlog(servers: str, jpegs: list[bytes], shape: tuple[int, int], data: Path, topic: str, messages: int,
+            cameras: int) -> float:
+    """Frames/s of the dataflow reading a ``messages`` backlog to its end into ``data``."""
+    ensure_topic(KafkaSettings(servers), topic, partitions=cameras)
+    with FrameProducer(servers, topic) as producer:
+        for i in range(messages):
+            cam = i % cameras
+            header = wire.Header(kind=wire.KIND_JPEG, camera=f"cam{cam}", ts=1000.0 + i, frame0=i, pts=i / 10,
+                                 shape=shape, count=1)
+            producer.send(wire.WireMessage(header.camera.encode(), jpegs[(cam * 265 + i // cameras) % len(jpegs)],
+                                           header))
+    report = streamvision.run(_flow(servers, topic, data, f"g-{topic}", until_end=True))
+    return report.frames / report.elapsed_s
+
+
+def _actor_rss() -> dict[int, float]:
+    out = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if cmd and cmd[0].startswith("ray::") and ("Actor" in cmd[0] or "Replica" in cmd[0]):
+                out[proc.pid] = proc.memory_info().rss / 1e6
+        except psutil.Error:
+            continue
+    return out
+
+
+class Live:
+    """The live phase: paced cameras, a pipeline, a prober, a querier and an RSS sampler."""
+
+    def __init__(self, servers: str, url: str, data: Path, jpegs: list[bytes], vectors: np.ndarray,
+                 shape: tuple[int, int], cameras: int, rate: float, duration: float) -> None:
+        self.servers, self.url, self.data = servers, url, data
+        self.jpegs, self.vectors, self.shape = jpegs, vectors, shape
+        self.cameras, self.rate, self.duration = cameras, rate, duration
+        self.pending: dict[tuple[str, float], np.ndarray] = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.answerable: list[tuple[float, float]] = []  # (seconds into the phase, ms)
+        self.queries: list[tuple[float, float]] = []
+        self.rss: list[tuple[float, dict[int, float]]] = []
+        self.sent = 0
+        self.start = 0.0
+
+    def produce(self) -> None:
+        with FrameProducer(self.servers, "live", linger_ms=0) as producer:
+            self.start = time.monotonic()
+            tick = 0
+            while time.monotonic() - self.start < self.duration:
+                delay = self.start + tick / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                for cam in range(self.cameras):
+                    frame = (cam * 265 + tick) % len(self.jpegs)  # each camera its own stretch of the video
+                    ts = time.time()
+                    header = wire.Header(kind=wire.KIND_JPEG, camera=f"cam{cam}", ts=ts, frame0=tick,
+                                         pts=tick / self.rate, shape=self.shape, count=1)
+                    with self.lock:
+                        self.pending[(f"cam{cam}", ts)] = self.vectors[frame]
+                    producer.send(wire.WireMessage(header.camera.encode(), self.jpegs[frame], header))
+                    self.sent += 1
+                producer.flush()
+                tick += 1
+
+    def probe(self) -> None:
+        """Ask for every pending frame (one batched request) until it is its own top hit."""
+        with ServiceClient(self.url, collection=self.data.name) as client:
+            while not self.done.is_set() or self.pending:
+                with self.lock:
+                    keys = list(self.pending)[:256]
+                if not keys:
+                    time.sleep(0.01)
+                    continue
+                rows = client.similar(np.stack([self.pending[k] for k in keys]), k=4)
+                now = time.time()
+                for (camera, ts), hits in zip(keys, rows):
+                    top = hits[0].score if hits else None
+                    if any(h.score >= top - 1e-6 and h.lineage.get("camera") == camera
+                           and abs((h.lineage.get("wall_time") or 0) - ts) < 1e-3 for h in hits):
+                        self.answerable.append((time.monotonic() - self.start, (now - ts) * 1000))
+                        with self.lock:
+                            del self.pending[(camera, ts)]
+                if self.done.is_set() and time.monotonic() - self.start > self.duration + 60:
+                    break  # frames never answered stay pending (reported as unanswered)
+
+    def query(self) -> None:
+        """Top-10 queries with real frame vectors, five a second."""
+        rng = np.random.default_rng(1)
+        with ServiceClient(self.url, collection=self.data.name) as client:
+            while not self.done.is_set():
+                q = self.vectors[int(rng.integers(len(self.vectors)))]
+                t0 = time.perf_counter()
+                client.similar(q, k=10)
+                self.queries.append((time.monotonic() - self.start, (time.perf_counter() - t0) * 1000))
+                time.sleep(0.2)
+
+    def sample_rss(self) -> None:
+        while not self.done.is_set():
+            self.rss.append((time.monotonic() - self.start, _actor_rss()))
+            time.sleep(2.0)
+
+    def run(self) -> dict[str, Any]:
+        ensure_topic(KafkaSettings(self.servers), "live", partitions=self.cameras)
+        pipeline = threading.Thread(target=lambda: streamvision.run(
+            _flow(self.servers, "live", self.data, "g-live", until_end=False), stop_after_s=self.duration + 25))
+        pipeline.start()
+        time.sleep(8.0)  # actors up and the consumer group formed before the clock starts
+        producer = threading.Thread(target=self.produce)
+        helpers = [threading.Thread(target=f, daemon=True) for f in (self.probe, self.query, self.sample_rss)]
+        producer.start()
+        for thread in helpers:
+            thread.start()
+        producer.join()
+        self.done.set()
+        helpers[0].join(90)
+        pipeline.join(120)
+        return {"sent": self.sent, "unanswered": len(self.pending)}
+
+
+def recall_at_10(url: str, collection: str, npy: Path, queries: int = 50) -> float:
+    """Top-10 over HTTP against exact numpy top-10 over the imported vectors (ids 1..n)."""
+    x = np.load(npy, mmap_mode="r")
+    rng = np.random.default_rng(2)
+    q = np.asarray(x[rng.choice(len(x), queries, replace=False)], np.float32)
+    exact = np.argsort(-(q @ np.asarray(x).T), axis=1)[:, :10] + 1
+    with ServiceClient(url, collection=collection) as client:
+        got = [[m.patch_id for m in row] for row in client.similar(q, k=10)]
+    return float(np.mean([len(set(g) & set(e.tolist())) / 10 for g, e in zip(got, exact)]))
+
+
+def rss_growth(samples: list[tuple[float, dict[int, float]]], duration: float) -> float:
+    """Largest RSS growth of any actor between the first sample after 10 % of the phase and its last one."""
+    warm = [s for t, s in samples if t >= 0.1 * duration] or [s for _, s in samples]
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for sample in warm:
+        for pid, mb in sample.items():
+            first.setdefault(pid, mb)
+            last[pid] = mb
+    return max((last[p] - first[p] for p in last), default=float("nan"))
+
+
+def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray) -> float:
+    """Seconds from starting ``streamvision serve`` (a new process, Ray included) to a query's answer."""
+    started = time.monotonic()
+    cmd = [sys.executable, "-m", "streamvision.cli", "serve", *[a for d in data_dirs for a in ("--data", str(d))],
+           "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with ServiceClient(f"http://127.0.0.1:{port}", collection=data_dirs[0].name, timeout_s=5) as client:
+            while time.monotonic() - started < 300:
+                try:
+                    if client.similar(q, k=1):
+                        return time.monotonic() - started
+                except Exception:  # noqa: BLE001 - not up yet
+                    time.sleep(0.1)
+        raise RuntimeError("the restarted service never answered")
+    finally:
+        proc.terminate()
+        proc.wait(120)
+
+
+def plot(out: Path, live: Live, result: dict[str, Any]) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    if live.answerable:
+        t, ms = zip(*live.answerable)
+        axes[0].plot(t, ms, ".", ms=3)
+    axes[0].set(title=f"capture -> top hit over HTTP (p99 {result['answerable_p99_ms']:.0f} ms)",
+                xlabel="s into the live phase", ylabel="ms")
+    if live.queries:
+        t, ms = zip(*live.queries)
+        axes[1].plot(t, ms, ".", ms=3, color="C1")
+    axes[1].set(title=f"top-10 on {result['collection_vectors']:,} vectors (p99 {result['query_p99_ms']:.0f} ms)",
+                xlabel="s into the live phase", ylabel="ms")
+    pids = sorted({p for _, s in live.rss for p in s})
+    for pid in pids:
+        pts = [(t, s[pid]) for t, s in live.rss if pid in s]
+        axes[2].plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
+    axes[2].set(title=f"actor RSS (max growth {result['rss_growth_mb']:.0f} MB)", xlabel="s", ylabel="MB")
+    fig.suptitle(f"live: ingest full/empty {result['ingest_fps_full_vs_empty']:.2f}, "
+                 f"restart to first answer {result['restart_to_first_answer_s']:.1f} s, "
+                 f"bulk import {result['bulk_import_vectors_per_s']:,.0f} vectors/s")
+    fig.tight_layout()
+    fig.savefig(out / "live.png", dpi=110)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--cameras", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--backlog", type=int, default=600)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--index-factory", default="SQ8,RFlat",
+                        help="FAISS index of the collections (SQ8,RFlat: 8-bit codes scanned, best 4k re-scored exactly)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    frames = [image for image, _ in FrameReader(str(vtest_video()))]
+    shape = frames[0].shape[:2]
+    jpegs = [wire.encode_pixels(f, wire.KIND_JPEG, QUALITY) for f in frames]
+    op = ColorHistogram(**HISTOGRAM)
+    own = op.featurize([decode_image(j) for j in jpegs])  # what the pipeline makes of each message
+    started = time.monotonic()
+    npy = preload_vectors(frames, args.vectors)
+    print(f"preload vectors ready in {time.monotonic() - started:.0f}s: {npy}", flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="sv-live-"))
+    full, empty = root / "full", root / "empty"
+    ensure_ray(num_cpus=os.cpu_count())
+    result: dict[str, Any] = {"collection_vectors": args.vectors, "cameras": args.cameras, "rate": args.rate,
+                              "duration_s": args.duration, "backlog": args.backlog, "dim": op.dim,
+                              "index_factory": args.index_factory}
+    with EmbeddedBroker(state_dir=root / "broker") as broker:
+        service = start_service([full, empty], port=args.port, writer_options={"index_factory": args.index_factory})
+        try:
+            t0 = time.monotonic()
+            imported = import_embeddings(npy, full)
+            result["bulk_import_s"] = time.monotonic() - t0
+            result["bulk_import_vectors_per_s"] = imported / result["bulk_import_s"]
+            print(f"imported {imported} in {result['bulk_import_s']:.0f}s", flush=True)
+            result["recall_at_10"] = recall_at_10(service.url, full.name, npy)
+            empty_fps = backlog(broker.bootstrap_servers, jpegs, shape, empty, "backlog-empty", args.backlog,
+                                args.cameras)
+            full_fps = backlog(broker.bootstrap_servers, jpegs, shape, full, "backlog-full", args.backlog,
+                               args.cameras)
+            result.update(ingest_fps_empty=empty_fps, ingest_fps_full=full_fps,
+                          ingest_fps_full_vs_empty=full_fps / empty_fps)
+            print(f"backlog fps empty {empty_fps:.1f} full {full_fps:.1f}", flush=True)
+            live = Live(broker.bootstrap_servers, service.url, full, jpegs, own, shape, args.cameras, args.rate,
+                        args.duration)
+            result.update(live.run())
+        finally:
+            service.stop()
+    import ray
+
+    ray.shutdown()
+    answerable = [ms for _, ms in live.answerable]
+    queries = [ms for t, ms in live.queries if t >= 0]
+    result.update(
+        answerable_p50_ms=_percentile(answerable, 50), answerable_p99_ms=_percentile(answerable, 99),
+        answered=len(answerable), query_p50_ms=_percentile(queries, 50), query_p99_ms=_percentile(queries, 99),
+        queries=len(queries), rss_growth_mb=rss_growth(live.rss, args.duration),
+        restart_to_first_answer_s=restart_to_first_answer([full, empty], args.port, own[0]),
+        machine={"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        targets={"answerable_p99_ms": "<= 1000", "query_p99_ms": "<= 100", "ingest_fps_full_vs_empty": ">= 0.9",
+                 "restart_to_first_answer_s": "<= 10", "rss_growth_mb": "<= 50"},
+    )
+    (args.out / "live.json").write_text(json.dumps(result, indent=2))
+    plot(args.out, live, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

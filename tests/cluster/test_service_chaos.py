@@ -1,0 +1,74 @@
+"""The live service under failure: kill -9 of a shard actor and of the writer mid-stream, then a
+whole restart, on the real parts; every run ends with the answers of an uninterrupted one.
+
+Its own module: one service runs per Ray cluster, and this test starts and stops its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import streamvision
+from cluster.service import names
+from cluster.service.writer import find_writer
+from streamvision.core.errors import InputError
+from tests.cluster.test_service import _answers, _client, _flow, _free_port, _queries, _start
+from tests.cluster.test_service import images, reference, topics  # noqa: F401  (module fixtures)
+
+pytestmark = pytest.mark.integration
+
+
+def _kill_minus_9(actor) -> None:
+    import ray
+
+    os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+
+
+def test_kill_a_shard_and_the_writer_mid_stream_then_restart_the_service(ray_cluster, broker, topics, reference,
+                                                                         tmp_path):
+    import ray
+
+    data = tmp_path / "chaos"
+    port = _free_port()
+    service = _start(data, port)
+    expected = _answers(streamvision.connect(reference), _queries(reference))
+    try:
+        runner = threading.Thread(target=lambda: streamvision.run(_flow(broker, topics[0], data, "chaos")))
+        runner.start()
+        deadline = time.monotonic() + 120
+        with _client(port) as client:
+            while time.monotonic() < deadline:  # wait for the first vectors, then kill mid-stream
+                try:
+                    if client.stats()["ntotal"] > 10:
+                        break
+                except InputError:
+                    pass
+                time.sleep(0.1)
+            shard = ray.get_actor(names.shard_name(data, 0, 2), namespace=names.NAMESPACE)
+            _kill_minus_9(shard)
+            time.sleep(1.0)
+            _kill_minus_9(find_writer(data))
+            runner.join(timeout=300)
+            assert not runner.is_alive()
+        streamvision.run(_flow(broker, topics[1], data, "chaos"))
+        with _client(port) as client:
+            assert _answers(client, _queries(reference)) == expected
+    finally:
+        service.stop()
+    assert names.read_record(data) is None
+    started = time.monotonic()
+    service = _start(data, port)  # a whole restart: snapshots load, nothing replays
+    try:
+        with _client(port) as client:
+            assert _answers(client, _queries(reference)) == expected
+            restart_s = time.monotonic() - started
+            stats = client.stats()
+            assert all(s["replayed"] == 0 for s in stats["shards"]), stats["shards"]
+    finally:
+        service.stop()
+    assert restart_s < 120
