@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.processes import pid_alive
 from streamvision.core.errors import StreamVisionError
 
 HOST = "127.0.0.1"
@@ -125,20 +126,6 @@ class BrokerStatus:
         if self.pid is not None:
             return f"broker not answering: pid {self.pid} recorded in {self.state_dir} is gone or not ready"
         return f"no broker recorded in {self.state_dir}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class EmbeddedBroker:
@@ -290,7 +277,7 @@ def read_status(state_dir: str | Path | None = None) -> BrokerStatus:
             pid, port, servers = int(info["pid"]), int(info["port"]), str(info["bootstrap_servers"])
         except (ValueError, KeyError, TypeError, OSError):
             pid = port = servers = None
-    running = bool(pid is not None and _pid_alive(pid) and servers and broker_ready(servers))
+    running = bool(pid is not None and pid_alive(pid) and servers and broker_ready(servers))
     return BrokerStatus(running, pid, port, servers, root, root / "broker.log")
 
 
@@ -302,12 +289,12 @@ def stop_recorded(state_dir: str | Path | None = None, timeout_s: float = _STOP_
     """
     status = read_status(state_dir)
     stopped = False
-    if status.pid is not None and _pid_alive(status.pid) and _is_tansu(status.pid):
+    if status.pid is not None and pid_alive(status.pid) and _is_tansu(status.pid):
         os.kill(status.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(status.pid) and time.monotonic() < deadline:
+        while pid_alive(status.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(status.pid):
+        if pid_alive(status.pid):
             os.kill(status.pid, signal.SIGKILL)
         stopped = True
     for name in ("broker.pid", "broker.json"):

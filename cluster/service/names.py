@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from cluster.processes import pid_alive
 
 #: The Ray namespace of every named service actor.
 NAMESPACE = "streamvision"
@@ -33,16 +34,6 @@ def shard_name(data: str | Path, shard: int, shards: int) -> str:
     return f"shard-{collection_key(data)}-{shard}-of-{shards}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def write_record(data: str | Path, record: dict[str, Any]) -> None:
     """Leave ``service.json`` in a served data directory (atomically)."""
     path = Path(data) / SERVICE_FILE
@@ -59,7 +50,7 @@ def read_record(data: str | Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not _alive(int(record.get("pid", -1))):
+    if not isinstance(record, dict) or not pid_alive(int(record.get("pid", -1))):
         return None
     return record
 

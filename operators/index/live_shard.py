@@ -16,6 +16,10 @@ store wrote them, with their position. Replays are idempotent (patch ids are det
 so a write applied twice changes nothing. A missing or unreadable snapshot is rebuilt from
 the store, with a warning.
 
+An index that must be trained (``IVF...``, ``SQ8``, ``PQ...``) is trained once the shard
+holds :func:`training_size` vectors; until then its vectors sit in an exact ``Flat`` staging
+index that answers every query, so a stream that starts with a few frames is searchable at once.
+
 >>> import numpy as np, tempfile
 >>> from operators.stores.lineage_store import LineageStore
 >>> root = tempfile.mkdtemp()
@@ -33,6 +37,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from operators.index.routing import route
@@ -44,6 +49,20 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_META = "snapshot.json"
 SNAPSHOT_INDEX = "index.faiss"
+
+
+#: Vectors an index that needs training (``SQ8``, ``PQ``) waits for before it trains; ``IVF``
+#: indexes wait for ``IVF_POINTS_PER_LIST`` per inverted list (FAISS's own advice).
+MIN_TRAINING_VECTORS = 10_000
+IVF_POINTS_PER_LIST = 39
+
+
+def training_size(index: IndexShard) -> int:
+    """How many vectors ``index`` is trained on (0 for an index that needs no training)."""
+    if index.is_trained:
+        return 0
+    ivf = faiss.try_extract_index_ivf(faiss.downcast_index(index.index.index))
+    return max(MIN_TRAINING_VECTORS, IVF_POINTS_PER_LIST * ivf.nlist if ivf is not None else 0)
 
 
 def shard_dir(root: str | Path, shard: int, shards: int) -> Path:
@@ -90,6 +109,7 @@ class LiveShard:
         self.store = None if store is None else Path(store)
         self._options = {"normalized": normalized, "append_only": append_only, "device": device}
         self.index, self.position = self._load(dim, factory)
+        self._staging = None if self.index.is_trained else IndexShard(dim, "Flat", **self._options)
         self.snapshot_position = self.position
         self.replayed = self._replay()
 
@@ -132,6 +152,10 @@ class LiveShard:
         if self.index.is_trained:
             return
         self.index.train(sample)
+        if self._staging is not None and self._staging.ntotal:
+            held = self._staging.ids()
+            self.index.upsert(held, self._staging.reconstruct(held))
+        self._staging = None
         self.snapshot()
 
     def apply(self, position: int, ids: np.ndarray, vectors: np.ndarray) -> int:
@@ -141,14 +165,35 @@ class LiveShard:
         """
         ids = as_ids(ids)
         if len(ids):
-            if not self.index.is_trained:
-                self.index.train(vectors)
-            self.index.upsert(ids, vectors)
+            if self._staging is None:
+                self.index.upsert(ids, vectors)
+            else:
+                self._staging.upsert(ids, vectors)
+                if self._staging.ntotal >= training_size(self.index):
+                    self._train_from_staging()
         self.position = max(self.position, int(position))
         return len(ids)
 
+    def _train_from_staging(self) -> None:
+        assert self._staging is not None
+        held = self._staging.ids()
+        vectors = self._staging.reconstruct(held)
+        self.index.train(vectors)
+        self.index.upsert(held, vectors)
+        self._staging = None
+
+    @property
+    def active(self) -> IndexShard:
+        """The index that answers: the staging ``Flat`` index until the real one is trained."""
+        return self.index if self._staging is None else self._staging
+
     def snapshot(self) -> dict[str, Any]:
-        """Write the index and the store position it covers (files renamed into place)."""
+        """Write the index and the store position it covers (files renamed into place).
+
+        A shard still staging (untrained) writes nothing: reopening replays its few vectors."""
+        if self._staging is not None:
+            return {"factory": self.index.factory, "dim": self.index.dim, "ntotal": self._staging.ntotal,
+                    "position": self.snapshot_position, "staging": True}
         self.dir.mkdir(parents=True, exist_ok=True)
         self.index.save(self.dir / SNAPSHOT_INDEX)
         meta = {"factory": self.index.factory, "dim": self.index.dim, "ntotal": self.index.ntotal,
@@ -162,27 +207,29 @@ class LiveShard:
     # ------------------------------------------------------------------ reads
     def search(self, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`IndexShard.search`."""
-        return self.index.search(queries, k, ids)
+        return self.active.search(queries, k, ids)
 
     def range_search(
         self, queries: np.ndarray, threshold: float, ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """See :meth:`IndexShard.range_search`."""
-        return self.index.range_search(queries, threshold, ids)
+        return self.active.range_search(queries, threshold, ids)
 
     def items(self, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, vectors)`` held (all, or those of ``ids`` that this shard holds)."""
         if ids is None:
-            pick = self.index.ids()
+            pick = self.active.ids()
         else:
             wanted = as_ids(ids)
-            pick = wanted[self.index.contains(wanted)]
-        return pick, self.index.reconstruct(pick)
+            pick = wanted[self.active.contains(wanted)]
+        return pick, self.active.reconstruct(pick)
 
     def stats(self) -> dict[str, Any]:
         """The index's stats plus shard number, replay count and the positions it covers."""
         return {
             **self.index.stats(),
+            "ntotal": self.active.ntotal,
+            "staging": self._staging is not None,
             "shard": self.shard,
             "shards": self.shards,
             "replayed": self.replayed,

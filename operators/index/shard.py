@@ -15,6 +15,11 @@ Beyond add / upsert / remove / search / range search, a shard can
 * require unit-norm vectors (``normalized=True``) so that a threshold means cosine,
 * be *append-only* (``HNSW`` cannot remove; a GPU copy cannot filter or remove): an id
   already held is skipped instead of replaced, and removal is an error,
+* upsert a batch at a cost that does not grow with the shard: an id -> position map
+  (:class:`~operators.index.id_positions.IdPositions`) finds the ids already held, so new
+  ids never cost a FAISS ``remove_ids`` scan; an inner-product ``Flat`` shard overwrites
+  held vectors in place, other removable indexes remove just the held ids (one O(n) FAISS
+  pass) and add them again,
 * keep a GPU copy of an append-only index for unfiltered searches when CUDA and
   faiss-gpu exist (:func:`choose_device`); the CPU index stays the master copy.
 
@@ -41,9 +46,10 @@ from typing import Any, Callable, TypeVar
 import faiss
 import numpy as np
 
+from operators.index.id_positions import IdPositions
 from operators.index.sq8_codes import Sq8Codes, best_kernel
 from operators.index.topk import top_k_rows
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 #: Largest allowed deviation of a vector's L2 norm from 1 when ``normalized=True``.
 NORM_TOLERANCE = 1e-3
@@ -51,6 +57,9 @@ NORM_TOLERANCE = 1e-3
 NO_SCORE = -np.finfo(np.float32).max
 #: A refining index (``...,RFlat``) re-scores this many candidates per result exactly.
 REFINE_K_FACTOR = 4.0
+#: ``IVF`` shards search ``nlist / IVF_NPROBE_DIVISOR`` inverted lists per query (16 of 1024; at least 8),
+#: saved with the index.
+IVF_NPROBE_DIVISOR = 64
 #: Scores held at once by a ``Flat`` shard's matrix-product scan (queries x vectors, 128 MB).
 SCAN_BLOCK_SCORES = 1 << 25
 
@@ -134,6 +143,9 @@ def _build(dim: int, factory: str) -> faiss.Index:
         raise InputError(f"unknown or invalid index_factory string {factory!r}: {exc}") from exc
     if _is_refine(inner):
         faiss.downcast_index(inner).k_factor = REFINE_K_FACTOR
+    ivf = faiss.try_extract_index_ivf(inner)
+    if ivf is not None:
+        ivf.nprobe = max(min(ivf.nlist, 8), ivf.nlist // IVF_NPROBE_DIVISOR)  # FAISS's default of 1 list finds little
     return faiss.IndexIDMap2(inner)
 
 
@@ -170,9 +182,11 @@ def _is_refine(index: faiss.Index) -> bool:
 
 
 def _supports_remove(index: faiss.IndexIDMap2) -> bool:
-    """FAISS graph indexes (HNSW, NSG) and refining indexes cannot remove vectors."""
+    """FAISS graph indexes (HNSW, NSG) and refining indexes cannot remove vectors; IVF indexes
+    inside an ``IndexIDMap2`` keep wrong labels after ``remove_ids`` (and a later removal
+    aborts in FAISS 1.15), so they are append-only too."""
     name = type(faiss.downcast_index(index.index)).__name__
-    return not any(kind in name for kind in ("HNSW", "NSG", "Refine"))
+    return not any(kind in name for kind in ("HNSW", "NSG", "Refine", "IVF"))
 
 
 class IndexShard:
@@ -218,6 +232,7 @@ class IndexShard:
         self.device = wanted
         self._gpu_res: Any = None
         self._gpu_index: Any = None
+        self._positions = IdPositions(self._ids_by_position())
 
     # ------------------------------------------------------------------ properties
     @property
@@ -231,8 +246,18 @@ class IndexShard:
         return bool(self.index.is_trained)
 
     def ids(self) -> np.ndarray:
-        """The ids held, in insertion order."""
+        """The ids held, by position in the index: the order they were added in (an id that
+        a non-``Flat`` shard replaced moves to the end)."""
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    @_locked
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each id is held, as a bool array: O(b log n).
+
+        Raises:
+            InputError: bad ids (see :func:`as_ids`).
+        """
+        return self._positions.lookup(as_ids(ids)) >= 0
 
     @_locked
     def stats(self) -> dict[str, Any]:
@@ -291,7 +316,9 @@ class IndexShard:
         """Insert vectors under ``ids``, replacing any already held (same id twice = one entry).
 
         An append-only shard skips ids it already holds (ids are deterministic, so a
-        re-sent id carries the same vector).
+        re-sent id carries the same vector). New ids cost O(batch) whatever the shard size;
+        so do held ids of an inner-product ``Flat`` shard (overwritten in place), while other
+        shards remove the held ids first (one O(n) FAISS pass).
 
         Raises:
             InputError: bad vectors or ids, or an untrained index.
@@ -306,12 +333,37 @@ class IndexShard:
             return
         ids, last = np.unique(ids[::-1], return_index=True)  # keep the last vector given per id
         x = np.ascontiguousarray(x[::-1][last])
-        if self.append_only:
-            fresh = ~np.isin(ids, self.ids())
-            ids, x = ids[fresh], np.ascontiguousarray(x[fresh])
-        elif self.index.ntotal:
-            self.index.remove_ids(ids)
+        at = self._positions.lookup(ids)
+        held = at >= 0
+        if held.any():
+            ids, x = self._update_held(ids, x, at, held)
+        self._add(ids, x)
+
+    def _update_held(
+        self, ids: np.ndarray, x: np.ndarray, at: np.ndarray, held: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Deal with the ids of a batch that the shard holds (``held``, at positions ``at``);
+        returns the ids and vectors still to add.
+
+        An append-only shard skips them; an inner-product ``Flat`` shard overwrites their
+        vectors in place; any other shard removes them, to add them again.
+        """
+        stored = None if self.append_only else _flat_view(self.index.index)
+        if stored is not None:
+            stored[at[held]] = x[held]
+        if self.append_only or stored is not None:
+            return ids[~held], np.ascontiguousarray(x[~held])
+        self.index.remove_ids(ids[held])
+        self._positions.rebuild(self._ids_by_position())
+        return ids, x
+
+    def _add(self, ids: np.ndarray, x: np.ndarray) -> None:
+        """Append vectors under ids the shard does not hold (and to the GPU copy if any)."""
+        if len(ids) == 0:
+            return
+        start = self.ntotal
         self.index.add_with_ids(x, ids)
+        self._positions.add(ids, np.arange(start, start + len(ids)))
         if self._gpu_index is not None:
             self._gpu_index.add_with_ids(x, ids)
 
@@ -325,7 +377,10 @@ class IndexShard:
         ids = as_ids(ids)
         if self.append_only:
             raise InputError(f"shard {self.factory!r} is append-only: it cannot remove ids")
-        return int(self.index.remove_ids(ids))
+        removed = int(self.index.remove_ids(ids))
+        if removed:
+            self._positions.rebuild(self._ids_by_position())  # FAISS compacted the positions
+        return removed
 
     # ------------------------------------------------------------------ reads
     def _searcher(self, ids: np.ndarray | None) -> tuple[faiss.Index, faiss.SearchParameters | None]:
@@ -417,7 +472,8 @@ class IndexShard:
     def _search_among(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` among ``ids`` from the stored vectors (FAISS's refining indexes
         ignore id selectors)."""
-        ids = np.unique(ids[np.isin(ids, self.ids())])
+        ids = np.unique(ids)
+        ids = ids[self._positions.lookup(ids) >= 0]
         D, I = _no_results(len(q), k)
         if len(ids):
             kk = min(k, len(ids))
@@ -455,7 +511,7 @@ class IndexShard:
             InputError: an id is not held.
         """
         ids = as_ids(ids)
-        missing = ids[~np.isin(ids, self.ids())]
+        missing = ids[self._positions.lookup(ids) < 0]
         if len(missing):
             raise InputError(f"{len(missing)} ids are not in this shard, e.g. {int(missing[0])}")
         if len(ids) == 0:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from operators.index.shard import IndexShard, choose_device, gpu_available
 from operators.index.topk import top_k_rows
-from streamvision.errors import InputError
+from streamvision.core.errors import InputError
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -230,3 +231,117 @@ def test_save_and_load_round_trip(tmp_path, data):
     (tmp_path / "junk.faiss").write_bytes(b"not an index")
     with pytest.raises(InputError, match="cannot read"):
         IndexShard.load(tmp_path / "junk.faiss")
+
+
+@pytest.fixture
+def removed_ids(monkeypatch) -> list[np.ndarray]:
+    """Records every batch of ids given to FAISS's ``remove_ids`` (a scan of the whole index)."""
+    calls: list[np.ndarray] = []
+    original = faiss.IndexIDMap2.remove_ids
+
+    def spy(index: faiss.IndexIDMap2, ids: np.ndarray) -> int:
+        calls.append(np.array(ids))
+        return original(index, ids)
+
+    monkeypatch.setattr(faiss.IndexIDMap2, "remove_ids", spy)
+    return calls
+
+
+@pytest.fixture
+def one_thread():
+    """HNSW builds its graph in parallel, in no fixed order; one thread makes it repeatable."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
+
+
+def built(factory: str, sample: np.ndarray, *batches: tuple[np.ndarray, np.ndarray]) -> IndexShard:
+    """A new shard of ``factory`` trained on ``sample``, then upserted ``batches`` in order."""
+    shard = IndexShard(32, factory)
+    shard.train(sample)
+    for ids, x in batches:
+        shard.upsert(ids, x)
+    return shard
+
+
+def assert_same_search(shard: IndexShard, reference: IndexShard, q: np.ndarray, k: int = 10) -> None:
+    D, I = shard.search(q, k)
+    D_ref, I_ref = reference.search(q, k)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_allclose(D, D_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQ8", "HNSW32", "SQ8,RFlat"])
+def test_upserting_new_ids_never_scans_the_index(data, factory, removed_ids, monkeypatch):
+    ids, x = data
+    shard = built(factory, x, (ids[:400], x[:400]))
+    monkeypatch.setattr(IndexShard, "ids", lambda self: pytest.fail("upsert copied every id held"))
+    for start in range(400, 500, 16):
+        shard.upsert(ids[start:start + 16], x[start:start + 16])
+    assert removed_ids == [] and shard.ntotal == 500
+    assert shard.contains(ids).all() and not shard.contains(np.array([0])).any()
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQ8", "SQ8,RFlat", "HNSW32"])
+def test_replacing_held_ids_searches_like_a_fresh_index_of_the_final_vectors(
+    data, factory, removed_ids, one_thread
+):
+    ids, x = data
+    new = unit(np.random.default_rng(5), 500, 32)
+    shard = built(factory, x, (ids[:400], x[:400]))
+    shard.upsert(np.concatenate([ids[100:200], ids[400:]]), np.concatenate([new[100:200], x[400:]]))
+    final = x.copy()
+    if not shard.append_only:  # append-only shards skip the ids they hold
+        final[100:200] = new[100:200]
+    reference = built(factory, x, (ids[:400], final[:400]), (ids[400:], final[400:]))
+    assert shard.ntotal == 500 and shard.contains(ids).all()
+    assert_same_search(shard, reference, np.concatenate([final[90:210:3], x[100:200:5], new[100:200:5]]))
+    np.testing.assert_allclose(shard.reconstruct(ids[90:210]), reference.reconstruct(ids[90:210]), atol=1e-6)
+    assert all(np.isin(batch, ids[100:200]).all() for batch in removed_ids)  # only held ids
+    if factory == "Flat":
+        assert removed_ids == []  # overwritten in place
+        np.testing.assert_array_equal(shard.reconstruct(ids[100:200]), new[100:200])
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQ8"])
+def test_remove_then_upsert_then_search_stays_consistent(data, factory):
+    ids, x = data
+    new = unit(np.random.default_rng(6), 500, 32)
+    shard = built(factory, x, (ids[:400], x[:400]))
+    assert shard.remove(ids[:50]) == 50  # FAISS compacts the positions of the rest
+    assert not shard.contains(ids[:50]).any() and shard.contains(ids[50:400]).all()
+    shard.upsert(ids[25:75], new[25:75])  # 25 removed ids come back, 25 held ids are replaced
+    shard.upsert(ids[400:], x[400:])
+    final = np.concatenate([new[25:75], x[75:]])
+    reference = built(factory, x, (ids[25:], final))
+    assert shard.ntotal == 475 and shard.contains(ids[25:]).all() and not shard.contains(ids[:25]).any()
+    q = np.concatenate([final[::7], x[:50:5]])
+    assert_same_search(shard, reference, q)
+    allowed = ids[::3]
+    np.testing.assert_array_equal(shard.search(q, 5, ids=allowed)[1], reference.search(q, 5, ids=allowed)[1])
+    np.testing.assert_allclose(shard.reconstruct(ids[25:75]), reference.reconstruct(ids[25:75]), atol=1e-6)
+    with pytest.raises(InputError, match="not in this shard"):
+        shard.reconstruct(ids[:1])
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQ8"])
+def test_a_loaded_shard_replaces_the_ids_it_holds(tmp_path, data, factory):
+    ids, x = data
+    new = unit(np.random.default_rng(7), 20, 32)
+    built(factory, x, (ids, x)).save(tmp_path / "s.faiss")
+    loaded = IndexShard.load(tmp_path / "s.faiss", factory=factory)
+    assert loaded.contains(ids).all()
+    loaded.upsert(ids[:20], new)
+    final = np.concatenate([new, x[20:]])
+    assert loaded.ntotal == len(ids)
+    assert (loaded.search(new, 1)[1][:, 0] == ids[:20]).all()
+    assert_same_search(loaded, built(factory, x, (ids, final)), np.concatenate([new, x[:20]]))
+
+
+def test_contains_checks_its_ids():
+    shard = IndexShard(4, "Flat")
+    assert shard.contains(np.array([3])).tolist() == [False]
+    assert shard.contains(np.zeros(0, np.int64)).tolist() == []
+    with pytest.raises(InputError, match="non-negative"):
+        shard.contains(np.array([-1]))
