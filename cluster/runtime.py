@@ -332,16 +332,17 @@ class _Driver:
 
 
 def _check_fits(flow: Dataflow) -> None:
-    """Refuse a graph whose actors cannot all be placed now (Ray would wait for ever): what
-    other jobs and a live service already hold is not available."""
-    have = ray.available_resources()
+    """Refuse a graph whose actors cannot all be placed (Ray would wait for ever). The cluster's
+    total counts, not what is free this instant: actors of a run that just ended free their
+    CPUs a moment later (``ray.kill`` is asynchronous)."""
+    have = ray.cluster_resources()
     for resource, need in flow.required_resources().items():
         if need > have.get(resource, 0.0) + 1e-9:
             per_node = ", ".join(f"{n.id}: {n.resources.replicas} x {getattr(n.resources, 'num_' + resource.lower() + 's')}"
                                  for n in flow.nodes)
             raise ConfigError(
                 f"dataflow {flow.name!r} needs {need:g} {resource}s but the Ray cluster has "
-                f"{have.get(resource, 0.0):g} free ({per_node}); lower replicas or num_cpus/num_gpus"
+                f"{have.get(resource, 0.0):g} ({per_node}); lower replicas or num_cpus/num_gpus"
             )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from streamvision.api.query import connect
+from streamvision.api.connect import connect
 
 pytestmark = pytest.mark.integration
 

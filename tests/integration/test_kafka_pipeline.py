@@ -181,6 +181,7 @@ def test_kill_featurizer_actor_mid_stream(reference, broker, topic, tmp_path):
 
 _DRIVER = textwrap.dedent("""
     import sys
+    import streamvision
     from tests.integration.test_kafka_pipeline import _flow
 
     class Broker:

@@ -16,7 +16,7 @@ import pytest
 from streamvision.api.demo import extract_frame
 from streamvision.core.errors import InputError
 from streamvision.plan.pipelines import video_ingest_flow
-from streamvision.api.query import connect
+from streamvision.api.connect import connect
 
 pytestmark = pytest.mark.integration
 FRAMES = 795
