@@ -172,6 +172,9 @@ class ShardSet(ABC):
         """Vectors held over all shards."""
         return int(self.stats()["ntotal"])
 
+    def close(self) -> None:
+        """Release what this client holds (the shards' state is the store plus their snapshots)."""
+
 
 class ShardedIndex(ShardSet):
     """:class:`ShardSet` over durable shards in this process, one thread per shard."""

@@ -215,6 +215,8 @@ class CollectionWriter:
                 "indexed": self.index.ntotal if self.index is not None else 0}
 
     def close(self) -> None:
-        """Snapshot the shards (so that the next open replays nothing) and close the store."""
+        """Snapshot the shards (so that the next open replays nothing), release them, close the store."""
         self.snapshot()
+        if self.index is not None:
+            self.index.close()
         self.store.close()
