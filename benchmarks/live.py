@@ -201,6 +201,9 @@ class Live:
 
     def sample_rss(self) -> None:
         while not self.done.is_set():
+            if not self.start:  # the producer sets the phase's clock
+                time.sleep(0.05)
+                continue
             self.rss.append((time.monotonic() - self.start, _actor_rss()))
             time.sleep(2.0)
 
