@@ -85,7 +85,7 @@ class _Collections:
         return queries
 
 
-def _params(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+def _params(body: dict[str, Any]) -> dict[str, Any]:
     params = {k: v for k, v in body.items() if k != "collection"}
     if "query" in params:
         params["query"] = decode_query(params["query"])
@@ -119,7 +119,7 @@ class QueryFrontend:
             return _error(400, "the request body must be a JSON object")
         try:
             queries = self.collections.get(body.get("collection"))
-            return JSONResponse(queries.answer(kind, _params(kind, body)))
+            return JSONResponse(queries.answer(kind, _params(body)))
         except StreamVisionError as exc:
             return _error(400, str(exc))
 

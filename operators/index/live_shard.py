@@ -151,11 +151,7 @@ class LiveShard:
         """Train the index (``IVF`` / ``PQ``) and snapshot it at once, so a restart keeps the training."""
         if self.index.is_trained:
             return
-        self.index.train(sample)
-        if self._staging is not None and self._staging.ntotal:
-            held = self._staging.ids()
-            self.index.upsert(held, self._staging.reconstruct(held))
-        self._staging = None
+        self._train_from_staging(sample)
         self.snapshot()
 
     def apply(self, position: int, ids: np.ndarray, vectors: np.ndarray) -> int:
@@ -174,12 +170,14 @@ class LiveShard:
         self.position = max(self.position, int(position))
         return len(ids)
 
-    def _train_from_staging(self) -> None:
+    def _train_from_staging(self, sample: np.ndarray | None = None) -> None:
+        """Train on ``sample`` (default: the staged vectors), then move the staged vectors in."""
         assert self._staging is not None
         held = self._staging.ids()
-        vectors = self._staging.reconstruct(held)
-        self.index.train(vectors)
-        self.index.upsert(held, vectors)
+        staged = self._staging.reconstruct(held)
+        self.index.train(staged if sample is None else sample)
+        if len(held):
+            self.index.upsert(held, staged)
         self._staging = None
 
     @property
