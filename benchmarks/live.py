@@ -16,7 +16,10 @@ FAISS, vtest.avi):
    top-10 queries (``query_p50_ms`` / ``_p99_ms``); every actor's RSS is sampled
    (``rss_growth_mb``: the largest growth of any actor after the first 10 % of the phase);
 4. **restart**: the service is stopped (snapshots written) and ``streamvision serve`` started
-   again as a new process, Ray included: ``restart_to_first_answer_s``.
+   again as a new process, its own local Ray included: ``restart_to_first_answer_s`` (median of
+   ``--restarts`` runs, each after the previous Ray's processes exited); and the same on a
+   running Ray cluster (``ray start --head``, then ``serve --address``, as on KubeRay):
+   ``service_restart_on_cluster_s``.
 
     python benchmarks/live.py --out out/
 
@@ -248,24 +251,61 @@ def rss_growth_by_actor(samples: list[tuple[float, dict[str, float]]], duration:
     return {actor: round(last[actor] - first[actor], 1) for actor in last}
 
 
-def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray) -> float:
-    """Seconds from starting ``streamvision serve`` (a new process, Ray included) to a query's answer."""
+def _wait_for_ray_to_exit(timeout_s: float = 60.0) -> None:
+    """Wait until the previous Ray's processes are gone (they would share the cores)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if cmd.startswith("ray::") or "raylet" in cmd or "gcs_server" in cmd:
+                left.append(proc.pid)
+        if not left:
+            return
+        time.sleep(0.2)
+
+
+def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray, address: str | None = None) -> float:
+    """Seconds from starting ``streamvision serve`` (a new process; a new Ray too unless ``address``)
+    to its first answer."""
     started = time.monotonic()
     cmd = [sys.executable, "-m", "streamvision.cli", "serve", *[a for d in data_dirs for a in ("--data", str(d))],
-           "--port", str(port)]
+           "--port", str(port), *(["--address", address] if address else [])]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with ServiceClient(f"http://127.0.0.1:{port}", collection=data_dirs[0].name, timeout_s=5) as client:
             while time.monotonic() - started < 300:
                 try:
-                    if client.similar(q, k=1):
+                    if client.similar(q, k=1)[0]:
                         return time.monotonic() - started
                 except Exception:  # noqa: BLE001 - not up yet
                     time.sleep(0.1)
         raise RuntimeError("the restarted service never answered")
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM: snapshots written, actors and Serve stopped
         proc.wait(120)
+
+
+def restarts(data_dirs: list[Path], port: int, q: np.ndarray, runs: int) -> dict[str, Any]:
+    """Cold restarts (``streamvision serve`` starting its own Ray) and service restarts on a running
+    Ray cluster (``--address``, as on KubeRay), ``runs`` of each; medians and every run."""
+    cold = []
+    for _ in range(runs):
+        _wait_for_ray_to_exit()
+        cold.append(restart_to_first_answer(data_dirs, port, q))
+    _wait_for_ray_to_exit()
+    head = subprocess.run(["ray", "start", "--head", "--num-cpus", str(os.cpu_count()), "--include-dashboard=false",
+                           "--node-ip-address", "127.0.0.1", "--port", "6390", "--disable-usage-stats"],
+                          capture_output=True, text=True, env={**os.environ, "RAY_worker_maximum_startup_concurrency": "8"})
+    if head.returncode:
+        raise RuntimeError(f"ray start failed: {head.stderr[-2000:]}")
+    try:
+        restart_to_first_answer(data_dirs, port, q, address="127.0.0.1:6390")  # the cluster's first service
+        on_cluster = [restart_to_first_answer(data_dirs, port, q, address="127.0.0.1:6390") for _ in range(runs)]
+    finally:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    return {"restart_to_first_answer_s": float(np.median(cold)), "restart_cold_runs_s": cold,
+            "service_restart_on_cluster_s": float(np.median(on_cluster)), "service_restart_on_cluster_runs_s": on_cluster}
 
 
 def plot(out: Path, live: Live, result: dict[str, Any]) -> None:
@@ -305,6 +345,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--backlog", type=int, default=600)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--restarts", type=int, default=3, help="restarts of each kind measured (median reported)")
     parser.add_argument("--index-factory", default="IVF1024,Flat",
                         help="FAISS index of the collections (IVF1024,Flat: 16 of 1024 lists searched; trained on the "
                              "first imported chunk)")
@@ -356,11 +397,11 @@ def main() -> None:
         answerable_p50_ms=_percentile(answerable, 50), answerable_p99_ms=_percentile(answerable, 99),
         answered=len(answerable), query_p50_ms=_percentile(queries, 50), query_p99_ms=_percentile(queries, 99),
         queries=len(queries), rss_growth_by_actor_mb=rss_growth_by_actor(live.rss, args.duration),
-        restart_to_first_answer_s=restart_to_first_answer([full, empty], args.port, own[0]),
         machine={"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         targets={"answerable_p99_ms": "<= 1000", "query_p99_ms": "<= 100", "ingest_fps_full_vs_empty": ">= 0.9",
                  "restart_to_first_answer_s": "<= 10", "rss_growth_mb": "<= 50"},
     )
+    result.update(restarts([full, empty], args.port, own[0], args.restarts))
     result["rss_growth_mb"] = max(result["rss_growth_by_actor_mb"].values(), default=float("nan"))
     (args.out / "live.json").write_text(json.dumps(result, indent=2))
     plot(args.out, live, result)

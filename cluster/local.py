@@ -7,6 +7,9 @@ from pathlib import Path
 
 import ray
 
+#: Worker processes a local Ray starts at once (at least; Ray's default is the CPU count).
+STARTUP_CONCURRENCY = 8
+
 
 def _send_token_if_any() -> None:
     """Join a token-authenticated cluster (Ray 2.60's default) with the token in ``~/.ray/auth_token``.
@@ -40,4 +43,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
         _send_token_if_any()
         ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
+    # Ray starts at most num_cpus worker processes at once; a service starts about nine (shards,
+    # writers, Serve's controller, proxy and replica), mostly waiting on imports and disk reads.
+    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(os.cpu_count() or 1, STARTUP_CONCURRENCY)))
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

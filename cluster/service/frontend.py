@@ -27,12 +27,14 @@ writer acknowledged is answered by the next query.
 import hmac
 import json
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.concurrency import run_in_threadpool
 
 from cluster.service.shards import ActorShards
 from operators.index.sharded import STORE_DIRNAME
@@ -63,6 +65,7 @@ class _Collections:
         self.paths = {name: Path(path) for name, path in collections.items()}
         self._open: dict[str, CollectionQueries] = {}
         self._scratch = Path(tempfile.mkdtemp(prefix="sv-frontend-"))
+        self._opening = threading.Lock()  # requests run on a thread pool
 
     def get(self, name: str | None) -> CollectionQueries:
         if name is None:
@@ -71,6 +74,10 @@ class _Collections:
             name = next(iter(self.paths))
         if not isinstance(name, str) or name not in self.paths:
             raise StreamVisionError(f"unknown collection {name!r}; served: {sorted(self.paths)}")
+        with self._opening:
+            return self._get(name)
+
+    def _get(self, name: str) -> CollectionQueries:
         if name not in self._open:
             data = self.paths[name]
             manifest = read_manifest(data)
@@ -92,7 +99,8 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-@serve.deployment(ray_actor_options={"num_cpus": FRONTEND_CPUS}, max_ongoing_requests=64)
+@serve.deployment(ray_actor_options={"num_cpus": FRONTEND_CPUS}, max_ongoing_requests=64,
+                  logging_config={"enable_access_log": False})
 @serve.ingress(app)
 class QueryFrontend:
     """The Serve deployment behind the HTTP API.
@@ -136,7 +144,8 @@ class QueryFrontend:
 
     @app.get("/v1/health")
     def health(self) -> dict[str, Any]:
-        """Ready: the front end answers (the shards and writer were up before it started)."""
+        """Up: the front end answers (queries wait for shards still loading; pipelines find the
+        service through ``service.json``, written once the writers are ready too)."""
         return {"status": "ok", "collections": sorted(self.collections.paths)}
 
     @app.get("/v1/collections")
@@ -174,4 +183,5 @@ class QueryFrontend:
             body = await self._body(request)
         except StreamVisionError as exc:
             return _error(400, str(exc))
-        return self._answer(kind, body, request)
+        # off the event loop: a query waits on shard actors, and requests must not queue behind it
+        return await run_in_threadpool(self._answer, kind, body, request)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,28 +42,31 @@ class LiveService:
     writers: dict[str, Any] = field(default_factory=dict)
 
     def stop(self) -> None:
-        """Snapshot every shard, then stop the front end and the actors; remove the records."""
-        shard_counts: dict[str, int] = {}
-        try:
-            for name, writer in self.writers.items():
-                shard_counts[name] = ray.get(writer.ready.remote())["shards"]
-            ray.get([writer.close.remote() for writer in self.writers.values()])
-            serve.delete(APP_NAME)
-            serve.shutdown()
-        finally:
-            for name, data in self.collections.items():
-                names.remove_record(data)
-                self._kill(name, data, shard_counts.get(name, 0))
+        """Snapshot every shard, then stop the front end and the actors; remove the records.
 
-    def _kill(self, name: str, data: Path, shards: int) -> None:
+        Also undoes a start that was interrupted part way (whatever was launched is stopped)."""
+        try:
+            ray.get([writer.close.remote() for writer in self.writers.values()])  # the snapshots
+        finally:
+            try:
+                serve.delete(APP_NAME)
+                serve.shutdown()
+            finally:
+                for name, data in self.collections.items():
+                    names.remove_record(data)
+                    self._kill(name, data)
+
+    def _kill(self, name: str, data: Path) -> None:
         writer = self.writers.get(name)
         if writer is not None:
             ray.kill(writer, no_restart=True)
+        manifest = read_manifest(data)  # a new collection gets shards (and a dim) with its first vectors
+        shards = int(manifest.get("shards", 2)) if manifest.get("dim") else 0
         for s in range(shards):
             try:
                 ray.kill(ray.get_actor(names.shard_name(data, s, shards), namespace=names.NAMESPACE), no_restart=True)
             except ValueError:
-                pass  # never started: the collection got no vectors
+                pass  # never started
 
 
 def _collections(data_dirs: list[str | Path]) -> dict[str, Path]:
@@ -90,6 +94,13 @@ def _refuse_a_second_service() -> None:
     if APP_NAME in serve.status().applications:
         raise ConfigError("a StreamVision service already runs on this Ray cluster: serve all its collections "
                           "from one `streamvision serve --data A --data B`, or stop it first")
+
+
+def _start_front_end(collections: dict[str, Path], host: str, port: int, token: str | None) -> None:
+    serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False},
+                detached=False)
+    serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token),
+              name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def start_service(
@@ -121,19 +132,29 @@ def start_service(
     ensure_ray(address)
     _refuse_a_second_service()
     service = LiveService(collections, url=f"http://{LOOPBACK if host == LOOPBACK else host}:{port}")
-    for name, data in collections.items():  # every actor starts at once, the front end meanwhile
-        manifest = read_manifest(data)
-        if manifest.get("dim"):
-            ActorShards.launch(data, int(manifest["dim"]), manifest.get("factory", "Flat"),
-                               int(manifest.get("shards", 2)))
-        service.writers[name] = launch_writer(data, dict(writer_options or {}))
-    serve.start(http_options={"host": host, "port": port}, detached=False)
-    serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token),
-              name=APP_NAME, route_prefix="/", blocking=False)
-    for name, data in collections.items():
-        wait_ready(service.writers[name], data)  # which waits for its shards
+    try:
+        _launch(service, host, port, token, writer_options or {})
+    except BaseException:  # an error, or SIGTERM / Ctrl-C while starting: leave nothing running
+        service.stop()
+        raise
     record = {"url": service.url, "pid": os.getpid(), "ray_address": ray.get_runtime_context().gcs_address,
               "started": time.time(), "collections": {n: str(p) for n, p in collections.items()}}
     for data in collections.values():
         names.write_record(data, record)
     return service
+
+
+def _launch(service: LiveService, host: str, port: int, token: str | None, writer_options: dict[str, Any]) -> None:
+    collections = service.collections
+    with ThreadPoolExecutor(1) as pool:  # the front end's controller, proxy and replica are the longest
+        front_end = pool.submit(_start_front_end, collections, host, port, token)  # chain: start it first
+        for data in collections.values():  # then the shards, which queries need
+            manifest = read_manifest(data)
+            if manifest.get("dim"):
+                ActorShards.launch(data, int(manifest["dim"]), manifest.get("factory", "Flat"),
+                                   int(manifest.get("shards", 2)))
+        front_end.result()
+    for name, data in collections.items():  # and last the writers, which only ingest needs
+        service.writers[name] = launch_writer(data, dict(writer_options))
+    for name, data in collections.items():
+        wait_ready(service.writers[name], data)  # which waits for its shards

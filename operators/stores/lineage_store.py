@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -115,6 +116,7 @@ class LineageStore:
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self.read_only = read_only
         self._following = follow is not None
+        self._catching_up = threading.Lock()  # readers on several threads may ask at once
         self._position = self._last_position()
 
     def _last_position(self) -> int:
@@ -130,8 +132,9 @@ class LineageStore:
     def catch_up(self) -> None:
         """See the writer's newer writes (a ``follow`` store only; others see their own at once)."""
         if self._following:
-            self._db.try_catch_up_with_primary()
-            self._position = self._last_position()
+            with self._catching_up:
+                self._db.try_catch_up_with_primary()
+                self._position = self._last_position()
 
     # ------------------------------------------------------------------ writes
     def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from cluster.local import ensure_ray
 from cluster.service.server import LOOPBACK, start_service
 from streamvision.api.importer import import_embeddings
 
@@ -33,7 +34,9 @@ def serve(
 ) -> None:
     """Serve collections until SIGTERM or Ctrl-C: shard actors, one writer each, and an HTTP JSON API."""
     started = time.monotonic()
-    service = start_service(data, port=port, host=host, token=token, address=address,
+    ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
+    service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
                             writer_options={"index_factory": index_factory, "shards": shards})
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
