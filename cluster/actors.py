@@ -77,13 +77,15 @@ class _Instrumented:
 
 @ray.remote
 class SourceActor(_Instrumented):
-    """Reads a source; on (re)start it resumes from the offsets the sink has stored."""
+    """Reads a source; on (re)start it resumes from the offsets its sinks have stored (with
+    several sinks, from the least advanced of them: each partition resumes where every sink
+    still needs it)."""
 
-    def __init__(self, node_id: str, source: Source, max_batch: int, sink: Any) -> None:
+    def __init__(self, node_id: str, source: Source, max_batch: int, sinks: list[Any]) -> None:
         self._init_metrics(node_id)
         self.source = source
         self.max_batch = max_batch
-        self.sink = sink
+        self.sinks = sinks
         self._iter: Any = None
         self._opened = False
 
@@ -96,8 +98,8 @@ class SourceActor(_Instrumented):
 
     def _start(self) -> None:
         self.open()
-        offsets = ray.get(self.sink.committed_offsets.remote()) if self.sink is not None else {}
-        self.source.seek(offsets)
+        stored = ray.get([sink.committed_offsets.remote() for sink in self.sinks])
+        self.source.seek(least_advanced(stored))
         self._iter = iter(self.source.read(self.max_batch))
 
     @ray.method(num_returns=2)
@@ -124,6 +126,19 @@ class SourceActor(_Instrumented):
     def close(self) -> None:
         """Close the source."""
         self.source.close()
+
+
+def least_advanced(stored: Sequence[dict[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+    """Per partition, the lowest offset over several sinks' stored offsets; a partition that a
+    sink has no offset for is left out (it reads from the log start).
+
+    >>> least_advanced([{("t", 0): 5, ("t", 1): 2}, {("t", 0): 3}])
+    {('t', 0): 3}
+    """
+    if not stored:
+        return {}
+    keys = set(stored[0]).intersection(*stored[1:])
+    return {key: min(offsets[key] for offsets in stored) for key in sorted(keys)}
 
 
 @ray.remote

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -29,21 +32,69 @@ def _send_token_if_any() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
+@contextmanager
+def _on_loopback(enabled: bool = True) -> Iterator[None]:
+    """Run a ``ray.init()`` with 127.0.0.1 as this node's IP, so that a local Ray listens on loopback only.
+
+    Every Ray listener (GCS, raylet, object manager, dashboard and runtime-env agents, workers,
+    metrics exporters) binds to 127.0.0.1 when the node IP is loopback, and Ray takes loopback as
+    the node IP when its "cluster mode" is off (Ray's default on macOS and Windows, read from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` at import). ``ray.init()`` turns a loopback
+    ``_node_ip_address`` or address into the routable IP, so the mode is switched off for the
+    call in this process (a later connection to a remote cluster needs the real IP) and for good
+    in the processes Ray spawns. A value the user set is left alone:
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` keeps Ray's Linux behaviour (all interfaces).
+    """
+    from ray._private import ray_constants
+
+    switch = getattr(ray_constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    if not enabled or os.environ.get(switch) is not None or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    cluster_mode, os.environ[switch], ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, "0", False
+    try:
+        yield
+    finally:
+        os.environ.pop(switch, None)
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+
+
+def _loopback_only(address: str) -> bool:
+    """Whether ``address`` (``host:port``) is a Ray on this machine listening on 127.0.0.1 only.
+
+    ``ray.init()`` dials a loopback address at this machine's routable IP; a Ray started by
+    :func:`ensure_ray` does not answer there (a KubeRay head's ``RAY_ADDRESS=127.0.0.1:6379`` does).
+    """
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit() or host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    from ray._private.services import resolve_ip_for_localhost
+
+    try:
+        with socket.create_connection((resolve_ip_for_localhost(host.strip("[]")), int(port)), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Make sure this process is connected to Ray.
 
     Reuses a connection already made; else connects to ``address`` (or to the cluster a
-    ``ray job submit`` job runs in, via ``RAY_ADDRESS``); else starts a local Ray with the
-    dashboard bound to 127.0.0.1.
+    ``ray job submit`` job runs in, via ``RAY_ADDRESS``); else starts a local Ray that listens
+    on 127.0.0.1 only.
     """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address or os.environ.get("RAY_ADDRESS"):
         _send_token_if_any()
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+        target = address or os.environ["RAY_ADDRESS"]
+        with _on_loopback(_loopback_only(target)):  # a Ray started below, by another process
+            ray.init(address=target, log_to_driver=False)
         return
     # Ray starts at most num_cpus worker processes at once; a service starts about nine (shards,
     # writers, Serve's controller, proxy and replica), mostly waiting on imports and disk reads.
     os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(os.cpu_count() or 1, STARTUP_CONCURRENCY)))
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    with _on_loopback():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import ray
 from ray.util import metrics
 
-from cluster.actors import OperatorActor, SinkActor, SourceActor
+from cluster.actors import OperatorActor, SinkActor, SourceActor, least_advanced
 from cluster.local import ensure_ray
 from cluster.service import names
 from operators.base import OperatorContext
@@ -123,6 +123,7 @@ class _Source:
         self.pending: dict[Any, tuple[int, Any]] = {}  # status ref -> (actor index, batch ref)
         self.done = [False] * len(actors)
         self.turn = 0
+        self.sinks: list[str] = []  # the sinks downstream of it, whose offsets it resumes from
 
 
 def _actor_options(node: Node) -> dict[str, Any]:
@@ -154,6 +155,7 @@ class _Driver:
         self.sinks: dict[str, _Pool] = {}
         self.frames = 0
         self.written = 0
+        self.sink_offsets: dict[str, dict[tuple[str, int], int]] = {}  # durable offsets each sink reported
         self.stop = threading.Event()
         self._queue_gauge = metrics.Gauge(
             "streamvision_queue_depth", description="Batches queued or running on an edge.", tag_keys=("node",))
@@ -167,7 +169,6 @@ class _Driver:
             if node.kind == "sink":
                 actor = SinkActor.options(**_actor_options(node)).remote(node.id, node.component)
                 self.sinks[node.id] = _Pool(node, [actor])
-        first_sink = next(iter(self.sinks.values())).actors[0] if self.sinks else None
         for node in self.flow.nodes:
             if node.kind == "operator":
                 actors = [
@@ -178,12 +179,14 @@ class _Driver:
                 ]
                 self.pools[node.id] = _Pool(node, actors)
             elif node.kind == "source":
+                below = self._sinks_below(node.id)
                 actors = [
                     SourceActor.options(**_actor_options(node)).remote(
-                        node.id, node.component, node.resources.max_batch, first_sink)
+                        node.id, node.component, node.resources.max_batch, [self.sinks[s].actors[0] for s in below])
                     for _ in range(node.resources.replicas)
                 ]
                 self.sources.append(_Source(node, actors))
+                self.sources[-1].sinks = below
         try:
             ray.get([a.open.remote() for s in self.sources for a in s.actors])
             ray.get([p.actors[0].open.remote() for p in self.sinks.values()])
@@ -196,6 +199,12 @@ class _Driver:
             self.kill_all()
             cause = getattr(exc, "cause", None) or exc
             raise (cause if isinstance(cause, StreamVisionError) else exc) from None
+
+    def _sinks_below(self, node_id: str) -> list[str]:
+        out: list[str] = []
+        for child in self.flow.children(node_id):
+            out += [child.id] if child.kind == "sink" else self._sinks_below(child.id)
+        return sorted(set(out))
 
     def kill_all(self) -> None:
         for group in [*(s.actors for s in self.sources), *(p.actors for p in self.pools.values()),
@@ -269,10 +278,19 @@ class _Driver:
                     ack = ray.get(ref)
                     self.written += ack["written"]
                     if ack["offsets"]:
-                        for src in self.sources:
-                            for actor in src.actors:
-                                actor.commit.remote(ack["offsets"])
+                        self._commit(pool.node.id, ack["offsets"])
         self._mark_upstream_done()
+
+    def _commit(self, sink_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Pass durable offsets to the sources above the sink: with several sinks below a source,
+        an offset is done once every one of them holds it."""
+        self.sink_offsets.setdefault(sink_id, {}).update(offsets)
+        for src in self.sources:
+            if sink_id in src.sinks:
+                done = least_advanced([self.sink_offsets.get(s, {}) for s in src.sinks])
+                if done:
+                    for actor in src.actors:
+                        actor.commit.remote(done)
 
     def _mark_upstream_done(self) -> None:
         for pool in [*self.pools.values(), *self.sinks.values()]:

@@ -17,9 +17,12 @@ sv-count       no          number of frames in the message (a segment with fewer
 sv-error       DLQ only    ``reason: message`` on dead letters (see :class:`WireError`)
 =============  ==========  ==========================================================
 
-Kafka input is untrusted: nothing is unpickled, every header is parsed strictly, and each
-kind of bad message raises its own :class:`WireError` subclass whose ``reason`` goes into the
-``sv-error`` header of the dead letter.
+Kafka input is untrusted: nothing is unpickled, every header is parsed strictly and bounded
+(timestamps, frame numbers, camera ids of printable text), what a message may decode to is
+bounded by :class:`~operators.limits.DecodeLimits` while it decodes, segments are read only
+as MPEG-TS or MP4 holding H.264, and each kind of bad message raises its own
+:class:`WireError` subclass whose ``reason`` goes into the ``sv-error`` header of the dead
+letter.
 
 >>> import numpy as np
 >>> msg = encode_image(np.zeros((4, 6, 3), np.uint8), camera="cam1", ts=1.5, frame_no=7, kind=KIND_PNG)
@@ -42,6 +45,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
+from operators.limits import DEFAULT_LIMITS, DecodeLimits
 from streamvision.core.errors import InputError
 
 WIRE_VERSION = "1"
@@ -54,11 +58,13 @@ KIND_H264 = "video/h264-segment"
 KIND_RAW = "raw/rgb24"
 KINDS = (KIND_JPEG, KIND_PNG, KIND_H264, KIND_RAW)
 
-#: Largest payload accepted by default (the embedded broker takes messages up to 16 MB).
-DEFAULT_MAX_MESSAGE_BYTES = 15 * 1024 * 1024
-#: Largest decoded picture accepted (guards against decompression bombs).
-DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Largest payload sent or accepted by default (the embedded broker takes messages up to 16 MB).
+DEFAULT_MAX_MESSAGE_BYTES = DEFAULT_LIMITS.message_bytes
 _MAX_CAMERA_CHARS = 256
+_MAX_HEADER_BYTES = 1024
+#: Latest capture time accepted (the year 3000), and the largest frame number.
+MAX_TS = 32_503_680_000.0
+MAX_FRAME_NO = 2**53
 
 KafkaHeaders = Sequence[tuple[str, bytes]]
 
@@ -119,6 +125,12 @@ class WrongShape(WireError):
     """The pixels do not match ``sv-shape`` (or the size the consumer requires)."""
 
     reason = "wrong-shape"
+
+
+class UnparsableRecord(WireError):
+    """A record the Kafka client itself cannot parse (e.g. a header name that is not UTF-8)."""
+
+    reason = "unparsable-record"
 
 
 @dataclass(frozen=True)
@@ -194,7 +206,7 @@ def _text(raw: dict[str, bytes], name: str, required: bool) -> str | None:
         raise BadHeader(f"header {name!r} is not UTF-8") from None
 
 
-def _number(raw: dict[str, bytes], name: str, cast: type, required: bool) -> float | int | None:
+def _number(raw: dict[str, bytes], name: str, cast: type, required: bool, most: float) -> float | int | None:
     text = _text(raw, name, required)
     if text is None:
         return None
@@ -206,6 +218,8 @@ def _number(raw: dict[str, bytes], name: str, cast: type, required: bool) -> flo
         raise BadHeader(f"header {name!r} is not finite: {text[:40]!r}")
     if value < 0:
         raise BadHeader(f"header {name!r} is negative: {value}")
+    if value > most:
+        raise BadHeader(f"header {name!r} is {value}, more than {most:g}")
     return value
 
 
@@ -225,21 +239,26 @@ def parse_shape(text: str) -> tuple[int, int]:
     return dims[0], dims[1]
 
 
-def parse_header(headers: KafkaHeaders | None) -> Header:
+def parse_header(headers: KafkaHeaders | None, limits: DecodeLimits = DEFAULT_LIMITS) -> Header:
     """Parse and check the ``sv-*`` headers of a message.
 
     Raises:
         UnknownVersion: ``sv-version`` missing or unsupported.
-        BadHeader: a required header missing or malformed, a header repeated, unknown kind.
+        BadHeader: a required header missing, malformed, too long or out of range (``sv-ts``
+            after the year 3000, ``sv-count`` above the frame limit, a camera id that is not
+            printable text), a header repeated, unknown kind.
         WrongShape: a malformed ``sv-shape``.
+        OversizeMessage: ``sv-shape`` declares a picture above the limit.
     """
     raw: dict[str, bytes] = {}
     for name, value in headers or ():
-        if not name.startswith("sv-"):
+        if not isinstance(name, str) or not name.startswith("sv-"):
             continue
         if name in raw:
             raise BadHeader(f"header {name!r} appears more than once")
         raw[name] = bytes(value) if value is not None else b""
+        if len(raw[name]) > _MAX_HEADER_BYTES:
+            raise BadHeader(f"header {name!r} has {len(raw[name])} bytes, more than {_MAX_HEADER_BYTES}")
     version = raw.get(H_VERSION)
     if version is None:
         raise UnknownVersion("header 'sv-version' is missing")
@@ -252,16 +271,21 @@ def parse_header(headers: KafkaHeaders | None) -> Header:
     assert camera is not None
     if not camera or len(camera) > _MAX_CAMERA_CHARS:
         raise BadHeader(f"sv-camera must have 1..{_MAX_CAMERA_CHARS} characters")
+    if not camera.isprintable():
+        raise BadHeader(f"sv-camera {camera[:40]!r} holds control or unprintable characters")
     shape_text = _text(raw, H_SHAPE, kind == KIND_RAW)
-    count = _number(raw, H_COUNT, int, False)
+    count = _number(raw, H_COUNT, int, False, limits.frames)
     if count is not None and count < 1:
         raise BadHeader("sv-count must be at least 1")
+    shape = parse_shape(shape_text) if shape_text is not None else None
+    if shape is not None and shape[0] * shape[1] > limits.picture_pixels:
+        raise OversizeMessage(f"sv-shape declares {shape[0]}x{shape[1]}, more than {limits.picture_pixels} pixels")
     return Header(
         kind=kind, camera=camera,
-        ts=float(_number(raw, H_TS, float, True)),  # type: ignore[arg-type]
-        frame0=int(_number(raw, H_FRAME0, int, True)),  # type: ignore[arg-type]
-        pts=float(_number(raw, H_PTS, float, False) or 0.0),
-        shape=parse_shape(shape_text) if shape_text is not None else None,
+        ts=float(_number(raw, H_TS, float, True, MAX_TS)),  # type: ignore[arg-type]
+        frame0=int(_number(raw, H_FRAME0, int, True, MAX_FRAME_NO)),  # type: ignore[arg-type]
+        pts=float(_number(raw, H_PTS, float, False, MAX_TS) or 0.0),
+        shape=shape,
         count=None if count is None else int(count),
     )
 
@@ -335,9 +359,12 @@ def _png_size(value: bytes) -> tuple[int, int]:
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+#: Markers without a length field, as libjpeg reads them (TEM, RST0..RST7).
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
 
 def _jpeg_size(value: bytes) -> tuple[int, int]:
+    """The frame size in the first SOF header, walking the markers as libjpeg does."""
     if value[:2] != b"\xff\xd8":
         raise CorruptImage("not a JPEG stream (no SOI marker)")
     if value.rstrip(b"\x00")[-2:] != b"\xff\xd9":
@@ -350,6 +377,13 @@ def _jpeg_size(value: bytes) -> tuple[int, int]:
         if marker == 0xFF:
             pos += 1
             continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        # 0xFF00 has no length to libjpeg (stuffed data: it scans on for the next 0xFF), so a
+        # length read here would skip what libjpeg reads, such as a second, larger SOF
+        if marker in (0x00, 0xD8, 0xD9):
+            raise CorruptImage(f"unexpected JPEG marker 0xFF{marker:02X} before the frame header")
         length = struct.unpack(">H", value[pos + 2:pos + 4])[0]
         if marker in _SOF:
             if pos + 9 > len(value):
@@ -364,55 +398,100 @@ def _jpeg_size(value: bytes) -> tuple[int, int]:
     raise CorruptImage("the JPEG stream has no frame header (SOF)")
 
 
-def _check_pixels(hw: tuple[int, int], header: Header, max_pixels: int) -> None:
-    if hw[0] * hw[1] > max_pixels:
-        raise OversizeMessage(f"a {hw[0]}x{hw[1]} picture exceeds the limit of {max_pixels} pixels")
-    if header.shape is not None and tuple(hw) != header.shape:
-        raise WrongShape(f"the picture is {hw[0]}x{hw[1]} but sv-shape says {header.shape[0]}x{header.shape[1]}")
+class _Budget:
+    """Counts a message's frames and pixels against the limits as it decodes."""
+
+    def __init__(self, header: Header, limits: DecodeLimits) -> None:
+        self.header, self.limits = header, limits
+        self.frames = self.pixels = 0
+
+    def check_picture(self, hw: tuple[int, int]) -> None:
+        """A picture of this size may be decoded (size, shape and message budget)."""
+        pixels = hw[0] * hw[1]
+        if pixels > self.limits.picture_pixels:
+            raise OversizeMessage(f"a {hw[0]}x{hw[1]} picture exceeds the limit of {self.limits.picture_pixels} pixels")
+        if self.header.shape is not None and tuple(hw) != self.header.shape:
+            raise WrongShape(f"the picture is {hw[0]}x{hw[1]} but sv-shape says "
+                             f"{self.header.shape[0]}x{self.header.shape[1]}")
+        if self.frames + 1 > self.limits.frames:
+            raise OversizeMessage(f"the message holds more than {self.limits.frames} frames")
+        if self.pixels + pixels > self.limits.message_pixels:
+            raise OversizeMessage(f"the message decodes to more than {self.limits.message_pixels} pixels "
+                                  f"({self.frames} frames of {hw[0]}x{hw[1]} so far)")
+
+    def take(self, hw: tuple[int, int]) -> None:
+        """Check, then count, one picture."""
+        self.check_picture(hw)
+        self.frames += 1
+        self.pixels += hw[0] * hw[1]
 
 
-def _decode_image(value: bytes, header: Header, max_pixels: int) -> np.ndarray:
+def _decode_image(value: bytes, header: Header, budget: _Budget) -> np.ndarray:
     import cv2
 
     hw = _jpeg_size(value) if header.kind == KIND_JPEG else _png_size(value)
-    _check_pixels(hw, header, max_pixels)
-    bgr = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_COLOR)
+    budget.take(hw)
+    try:  # OpenCV checks its own reading of the header against OPENCV_IO_MAX_IMAGE_PIXELS first
+        bgr = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise OversizeMessage(f"the {header.kind} payload declares more than the pixel limit") from None
+        raise CorruptImage(f"the {header.kind} payload ({len(value)} bytes) does not decode") from None
     if bgr is None or bgr.shape[:2] != hw:
-        raise CorruptImage(f"the {header.kind} payload ({len(value)} bytes) does not decode")
+        raise CorruptImage(f"the {header.kind} payload ({len(value)} bytes) does not decode as the "
+                           f"{hw[0]}x{hw[1]} picture its header declares")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None]
 
 
-def _decode_raw(value: bytes, header: Header, max_pixels: int) -> np.ndarray:
+def _decode_raw(value: bytes, header: Header, budget: _Budget) -> np.ndarray:
     assert header.shape is not None
-    _check_pixels(header.shape, header, max_pixels)
     h, w = header.shape
     frame_bytes = h * w * 3
     if len(value) % frame_bytes:
         raise WrongShape(f"{len(value)} bytes is not a whole number of {h}x{w}x3 frames")
+    for _ in range(len(value) // frame_bytes):
+        budget.take((h, w))
     return np.frombuffer(value, np.uint8).reshape(-1, h, w, 3)
 
 
-def _decode_segment(value: bytes, header: Header, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def _container(value: bytes) -> str:
+    """The demuxer of a segment: MPEG-TS or MP4 only (never a format that opens other files)."""
+    if value[:1] == b"\x47":
+        if len(value) % 188:
+            raise TruncatedSegment(f"{len(value)} bytes is not a whole number of 188-byte MPEG-TS packets")
+        return "mpegts"
+    if value[4:8] in (b"ftyp", b"styp", b"moof", b"moov"):
+        return "mp4"
+    raise CorruptSegment("a video/h264-segment must be MPEG-TS or (fragmented) MP4")
+
+
+def _decode_segment(value: bytes, header: Header, budget: _Budget) -> tuple[np.ndarray, np.ndarray]:
     import av
 
-    if value[:1] == b"\x47" and len(value) % 188:
-        raise TruncatedSegment(f"{len(value)} bytes is not a whole number of 188-byte MPEG-TS packets")
+    fmt = _container(value)
     images: list[np.ndarray] = []
     times: list[float] = []
     try:
-        with av.open(io.BytesIO(value), mode="r") as container:
+        # max_pixels: FFmpeg refuses larger pictures before allocating them, while probing and
+        # decoding (twice the limit: it counts aligned widths); container metadata need not be UTF-8
+        max_pixels = {"max_pixels": str(2 * budget.limits.picture_pixels)}
+        with av.open(io.BytesIO(value), mode="r", format=fmt, options={"enable_drefs": "0", **max_pixels},
+                     metadata_errors="replace") as container:
             if not container.streams.video:
                 raise CorruptSegment("the segment has no video stream")
             stream = container.streams.video[0]
             ctx = stream.codec_context
+            if ctx is None or ctx.name != "h264":
+                raise CorruptSegment(f"the segment's video is {ctx.name if ctx else 'undecodable'}, not H.264")
             if ctx.width and ctx.height:
-                _check_pixels((ctx.height, ctx.width), header, max_pixels)
+                budget.check_picture((ctx.height, ctx.width))
+            ctx.options = max_pixels
             for frame in container.decode(stream):
                 if not images and not frame.key_frame:
                     raise TruncatedSegment("the segment does not start at a keyframe")
                 if header.count is not None and len(images) >= header.count:
                     raise CorruptSegment(f"the segment holds more frames than sv-count={header.count}")
-                _check_pixels((frame.height, frame.width), header, max_pixels)
+                budget.take((frame.height, frame.width))
                 images.append(frame.to_ndarray(format="rgb24"))
                 t = frame.time if frame.time is not None else len(times) / float(stream.average_rate or 25)
                 times.append(float(t))
@@ -428,25 +507,27 @@ def _decode_segment(value: bytes, header: Header, max_pixels: int) -> tuple[np.n
     return np.stack(images), rel
 
 
-def decode(value: bytes | None, headers: KafkaHeaders | None, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-           max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+def decode(value: bytes | None, headers: KafkaHeaders | None, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Decoded:
     """Parse the headers and decode the payload of one message into RGB frames.
+
+    Decoding stops at the first limit of ``limits`` that the message would exceed.
 
     Raises:
         WireError: one subclass per fault (empty, oversize, unknown version, bad header,
             corrupt image, corrupt or truncated segment, wrong shape).
     """
-    header = parse_header(headers)
-    check_size(value or b"", max_bytes)
+    header = parse_header(headers, limits)
+    check_size(value or b"", limits.message_bytes)
     assert value is not None
     value = bytes(value)
+    budget = _Budget(header, limits)
     rel: np.ndarray | None = None
     if header.kind in (KIND_JPEG, KIND_PNG):
-        images = _decode_image(value, header, max_pixels)
+        images = _decode_image(value, header, budget)
     elif header.kind == KIND_RAW:
-        images = _decode_raw(value, header, max_pixels)
+        images = _decode_raw(value, header, budget)
     else:
-        images, rel = _decode_segment(value, header, max_pixels)
+        images, rel = _decode_segment(value, header, budget)
     n = len(images)
     if header.count is not None and n != header.count:
         raise WrongShape(f"the payload holds {n} frames, sv-count says {header.count}")

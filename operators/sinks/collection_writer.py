@@ -45,17 +45,39 @@ def read_manifest(data: str | Path) -> dict[str, Any]:
     """The manifest of a data directory, or ``{}`` if there is none yet.
 
     Raises:
-        ConfigError: the manifest is not a JSON object.
+        ConfigError: the manifest is unreadable, not a JSON object, written by a newer
+            StreamVision (a higher ``version``), or a field has the wrong type (``dim`` and
+            ``shards`` positive integers, ``factory`` a string, ``featurizer`` an object).
     """
     path = Path(data) / MANIFEST
     if not path.exists():
         return {}
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ConfigError(f"{path} is not a readable JSON manifest ({exc}); move it away to start over") from exc
     if not isinstance(manifest, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(manifest).__name__}")
+
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    newest = 2  # the version CollectionWriter._write_manifest writes
+    version = manifest.get("version", 1)
+    if not positive_int(version):
+        raise ConfigError(f"{path}: \"version\" must be a positive integer, got {version!r}")
+    if version > newest:
+        raise ConfigError(f"{path} has manifest version {version}, newer than this StreamVision reads "
+                          f"({newest}): upgrade StreamVision to open this directory")
+    problems = [f"\"{key}\" must be {what}, got {manifest[key]!r}" for key, what, ok in (
+        ("dim", "a positive integer or null", lambda v: v is None or positive_int(v)),
+        ("shards", "a positive integer", positive_int),
+        ("factory", "a FAISS index_factory string", lambda v: isinstance(v, str) and bool(v)),
+        ("featurizer", "an object or null", lambda v: v is None or isinstance(v, dict)),
+    ) if key in manifest and not ok(manifest[key])]
+    if problems:
+        raise ConfigError(f"{path} is not a valid manifest: {'; '.join(problems)}; "
+                          "fix it or move it away to start over")
     return manifest
 
 
@@ -101,7 +123,7 @@ class CollectionWriter:
         self.featurizer = manifest.get("featurizer") or featurizer
         self._open_shards = open_shards
         self.store = LineageStore(self.data / STORE_DIRNAME)
-        self.tracker = OffsetTracker(self.store.offsets())
+        self.tracker = OffsetTracker(self.store.offsets(), self.store.offset_state())
         self.index: ShardSet | None = None
         self.snapshot_every_vectors = snapshot_every_vectors
         self._since_snapshot = 0
@@ -169,7 +191,7 @@ class CollectionWriter:
         """
         vectors = self._vectors(batch.vectors) if batch.vectors is not None and len(batch) else None
         offsets = self.tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
-        written = self.store.write_patches(batch, offsets=offsets)
+        written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes())
         if vectors is not None:
             self._apply(batch.ids, vectors)
         self.written += written

@@ -11,6 +11,12 @@ store has no watermark yet). A message whose frames are split over several batch
 named in each of them as ``[topic, partition, first, last, base, part, parts]``; it is done
 once all ``parts`` parts have been completed.
 
+What is done past a partition's watermark (ranges completed out of order, parts of split
+messages) is state too: :meth:`OffsetTracker.state_changes` gives it per partition, for the
+sink to write in the same ``WriteBatch`` as the watermark, and a restarted sink passes the
+stored state back, so nothing completed before a restart is forgotten (a forgotten range
+would stall the watermark for good: its batches are never sent again).
+
 >>> tracker = OffsetTracker({})
 >>> tracker.complete([["t", 0, 5, 9, 0]])   # 0..4 not done yet: no progress
 {}
@@ -20,10 +26,16 @@ once all ``parts`` parts have been completed.
 {}
 >>> tracker.complete([["t", 0, 10, 10, 0, 0, 2]])
 {('t', 0): 11}
+>>> tracker.complete([["t", 0, 15, 15, 0]])
+{}
+>>> state = tracker.state_changes()
+>>> OffsetTracker({("t", 0): 11}, state).complete([["t", 0, 11, 14, 0]])  # after a restart
+{('t', 0): 16}
 """
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 PartitionKey = tuple[str, int]
@@ -34,12 +46,29 @@ class OffsetTracker:
 
     Args:
         stored: ``(topic, partition) -> next offset`` already durable (from the store).
+        state: ``(topic, partition) -> state`` stored beside it (:meth:`state_changes`).
     """
 
-    def __init__(self, stored: dict[PartitionKey, int]) -> None:
+    def __init__(self, stored: dict[PartitionKey, int], state: dict[PartitionKey, bytes] | None = None) -> None:
         self._next: dict[PartitionKey, int] = dict(stored)
         self._pending: dict[PartitionKey, list[tuple[int, int]]] = {}
         self._parts: dict[tuple[PartitionKey, int, int, int], set[int]] = {}
+        self._changed: set[PartitionKey] = set()
+        for key, raw in (state or {}).items():
+            doc = json.loads(raw)
+            self._pending[key] = [(int(f), int(l)) for f, l in doc.get("ranges", [])]
+            for first, last, parts, seen in doc.get("parts", []):
+                self._parts[(key, int(first), int(last), int(parts))] = {int(p) for p in seen}
+
+    def state_changes(self) -> dict[PartitionKey, bytes | None]:
+        """The state of every partition changed since the last call (``None``: nothing left)."""
+        out: dict[PartitionKey, bytes | None] = {}
+        for key in self._changed:
+            ranges = self._pending.get(key, [])
+            parts = [[f, l, n, sorted(seen)] for (k, f, l, n), seen in self._parts.items() if k == key]
+            out[key] = json.dumps({"ranges": ranges, "parts": parts}).encode() if ranges or parts else None
+        self._changed.clear()
+        return out
 
     @property
     def watermarks(self) -> dict[PartitionKey, int]:
@@ -65,6 +94,7 @@ class OffsetTracker:
             ValueError: an entry has neither 5 nor 7 fields, or ``first > last``.
         """
         touched: set[PartitionKey] = set()
+        parted: set[PartitionKey] = set()
         for entry in ranges:
             if len(entry) not in (5, 7):
                 raise ValueError(f"an offset range has 5 or 7 fields, got {list(entry)!r}")
@@ -76,8 +106,10 @@ class OffsetTracker:
             self._next.setdefault(key, int(base))  # type: ignore[call-overload]
             if last < self._next[key]:
                 continue  # already durable (a retried or re-read batch)
-            if len(entry) == 7 and not self._whole(key, first, last, int(entry[5]), int(entry[6])):  # type: ignore[call-overload]
-                continue
+            if len(entry) == 7:
+                parted.add(key)
+                if not self._whole(key, first, last, int(entry[5]), int(entry[6])):  # type: ignore[call-overload]
+                    continue
             self._pending.setdefault(key, []).append((first, last))
             touched.add(key)
         advanced: dict[PartitionKey, int] = {}
@@ -93,4 +125,5 @@ class OffsetTracker:
             if self._next[key] != start:
                 advanced[key] = self._next[key]
         self._parts = {slot: seen for slot, seen in self._parts.items() if slot[2] >= self._next[slot[0]]}
+        self._changed |= touched | parted
         return advanced

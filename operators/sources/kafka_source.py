@@ -14,13 +14,17 @@ as ``[topic, partition, first, last, base, part, parts]``; the sink's
 this replica a partition), and ``commit()`` copies them to Kafka for lag monitoring.
 
 Bad messages (empty, oversize, unknown ``sv-version``, bad headers, corrupt JPEG, truncated
-segment, wrong shape) go to ``<topic>.dlq`` with the original key, value and headers plus an
-``sv-error`` header; they are counted (``stats()``, ``meta["dead_letters"]``) and their
-offsets reported done once the dead letter is acknowledged, while good messages keep flowing.
+segment, wrong shape, or a record the Kafka client itself cannot parse) go to ``<topic>.dlq``
+once each (:mod:`operators.sources.dead_letters`) with the original key, value and headers
+plus an ``sv-error`` header; they are counted (``stats()``, ``meta["dead_letters"]``) and
+their offsets reported done once the dead letter is acknowledged, while good messages keep
+flowing.
 
-Backpressure: the runtime stops pulling ``read()``'s generator while the downstream edge is
-full; the source then holds at most one poll's worth of decoded frames and keeps its
-partitions paused while such a backlog waits.
+Memory: what one message may decode to, and what a batch may hold, is bounded by
+:class:`~operators.limits.DecodeLimits` (``limits=``). Backpressure: the runtime stops pulling
+``read()``'s generator while the downstream edge is full; the source yields each batch as
+soon as it is complete, so it holds at most one batch and the message being decoded, and
+keeps its partitions paused while the runtime waits.
 
 ``until_end=True`` (bounded mode) stops once every assigned partition is read up to its
 fetch high-water mark (``consumer.highwater``; the embedded broker's ``end_offsets`` is
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NoReturn
@@ -38,8 +43,10 @@ from typing import Any, Iterator, NoReturn
 import numpy as np
 
 from operators.base import Source
-from operators.kafka.settings import KafkaSettings, ensure_topic
+from operators.kafka.settings import KafkaSettings
 from operators.kafka import wire
+from operators.limits import DEFAULT_LIMITS, DecodeLimits
+from operators.sources.dead_letters import DeadLetters
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.frames import FrameBatch
 from streamvision.core.lineage import KafkaKey
@@ -62,6 +69,7 @@ class _Pending:
     wall_time: list[float] = field(default_factory=list)
     ranges: list[list[Any]] = field(default_factory=list)
     dead_letters: list[list[Any]] = field(default_factory=list)
+    pixels: int = 0
 
     def size(self) -> tuple[int, int] | None:
         return None if not self.images else (int(self.images[0].shape[0]), int(self.images[0].shape[1]))
@@ -91,8 +99,8 @@ class KafkaSource(Source):
         height, width: required frame size; messages of another size are dead letters
             (``None``: any size; a size change starts a new batch).
         dead_letters: send bad messages to ``<topic>.dlq`` (``False``: only count and log them).
-        max_message_bytes: largest payload decoded; larger ones are dead letters.
-        max_pixels: largest picture decoded.
+        limits: what one message may decode to and a batch may hold
+            (:class:`~operators.limits.DecodeLimits`, or a dict of its fields over the defaults).
         poll_timeout_ms: how long one poll waits for records.
         idle_yield_s: while the topic is idle, yield an empty batch this often, so that the
             runtime regains control (to stop or drain) instead of waiting in ``next()``.
@@ -114,8 +122,7 @@ class KafkaSource(Source):
         height: int | None = None,
         width: int | None = None,
         dead_letters: bool = True,
-        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-        max_pixels: int = wire.DEFAULT_MAX_PIXELS,
+        limits: DecodeLimits | dict[str, int] | None = None,
         poll_timeout_ms: int = 200,
         idle_yield_s: float = 1.0,
         idle_end_s: float = 30.0,
@@ -138,8 +145,13 @@ class KafkaSource(Source):
         self.until_end = until_end
         self.frame_size = None if height is None else (int(height), int(width))  # type: ignore[arg-type]
         self.dead_letters = dead_letters
-        self.max_message_bytes = max_message_bytes
-        self.max_pixels = max_pixels
+        if isinstance(limits, dict):
+            unknown = set(limits) - set(DecodeLimits.__dataclass_fields__)
+            if unknown:
+                raise ConfigError(f"kafka source: unknown limits {sorted(unknown)}; "
+                                  f"known: {sorted(DecodeLimits.__dataclass_fields__)}")
+            limits = DecodeLimits(**{**DEFAULT_LIMITS.__dict__, **limits})
+        self.limits = limits or DEFAULT_LIMITS
         self.poll_timeout_ms = poll_timeout_ms
         self.idle_yield_s = idle_yield_s
         self.idle_end_s = idle_end_s
@@ -147,8 +159,7 @@ class KafkaSource(Source):
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
         self._consumer: Any = None
-        self._dlq: Any = None
-        self._dlq_sent: list[Any] = []
+        self._dlq = DeadLetters(self.settings, group_id, self.limits.message_bytes)
         self._stored: dict[PartitionKey, int] = {}
         self._base: dict[PartitionKey, int | None] = {}
         self._next: dict[PartitionKey, int] = {}
@@ -176,7 +187,7 @@ class KafkaSource(Source):
             def on_partitions_assigned(self, assigned: Any) -> None:
                 source._on_assigned(assigned)
 
-        fetch = self.max_message_bytes + 1024 * 1024
+        fetch = self.limits.message_bytes + 1024 * 1024
         self._consumer = KafkaConsumer(
             **self.settings.client_config("consumer"),
             # every partition is positioned explicitly (stored offset or log start); an offset out of
@@ -214,22 +225,21 @@ class KafkaSource(Source):
     def close(self) -> None:
         """Flush dead letters and leave the group."""
         try:
-            if self._dlq is not None:
-                self._dlq.flush(timeout=30)
-                self._dlq.close()
+            self._dlq.close()
         finally:
-            self._dlq = None
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
                 self._consumer = None
 
     def stats(self) -> dict[str, int]:
         """Flat counters (the runtime sums them over replicas): ``messages``, ``frames``,
-        ``dead_letters``, ``dead_letters.<reason>``, and ``replicas_with_input`` (1 if this
-        replica read anything)."""
+        ``dead_letters``, ``dead_letters.<reason>``, ``dead_letters_already_sent`` (bad messages
+        read again whose letter a previous run sent), ``replicas_with_input`` (1 if this replica
+        read anything) and ``max_rss_mb`` (peak memory of the process running it)."""
         counts = {"messages": 0, "frames": 0, "dead_letters": 0, **self._counts}
         counts.update({f"dead_letters.{reason}": n for reason, n in self._reasons.items()})
         counts["replicas_with_input"] = int(counts["messages"] > 0)
+        counts["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # the process's peak
         return counts
 
     # ------------------------------------------------------------------ rebalance
@@ -242,6 +252,7 @@ class KafkaSource(Source):
             self._consumer.seek_to_beginning(tp)
         # Offsets before ``base`` are durably done; ``None`` until the first record shows the log start.
         self._base[key] = stored
+        self._dlq.restart(key, stored or 0)  # from the log start: every letter of it may exist
         if stored is not None:
             self._next[key] = stored
         else:
@@ -273,38 +284,51 @@ class KafkaSource(Source):
             if self._paused:
                 consumer.resume(*consumer.assignment())
                 self._paused = False
-            records = self._poll(max_batch)
+            records = self._poll(max_batch, ready)
             pending = _Pending()
             for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
                 if tp not in consumer.assignment():
                     continue
                 for record in records[tp]:
                     pending = self._take(record, pending, ready, max_batch)
+                    if ready:  # a full batch: hand it on before decoding more
+                        yield from self._hand_on(ready)
+                        last_yield = time.monotonic()
             if not pending.empty() or (not ready and time.monotonic() - last_yield >= self.idle_yield_s):
                 ready.append(self._finish(pending))
             if ready:
-                self._confirm_dead_letters()
-            while ready:
-                batch = ready.popleft()
-                if ready and not self._paused and consumer.assignment():
-                    consumer.pause(*consumer.assignment())
-                    self._paused = True
-                yield batch
+                yield from self._hand_on(ready)
                 last_yield = time.monotonic()
             if consumer.assignment():
                 idle_since = time.monotonic()
             if self.until_end and not records and self._at_end(idle_since):
                 return
 
-    def _poll(self, max_batch: int) -> dict[Any, list[Any]]:
-        """Poll; a resume offset outside the log is an :class:`InputError`, never a silent jump."""
-        from kafka.errors import OffsetOutOfRangeError
+    def _hand_on(self, ready: collections.deque[FrameBatch]) -> Iterator[FrameBatch]:
+        """Yield the ready batches (their dead letters acknowledged first); partitions stay paused
+        while the runtime holds the generator."""
+        consumer = self._consumer
+        self._dlq.confirm()
+        while ready:
+            batch = ready.popleft()
+            if ready and not self._paused and consumer.assignment():
+                consumer.pause(*consumer.assignment())
+                self._paused = True
+            yield batch
+
+    def _poll(self, max_batch: int, ready: collections.deque[FrameBatch]) -> dict[Any, list[Any]]:
+        """Poll; a resume offset outside the log is an :class:`InputError`, never a silent jump; a
+        record the client cannot parse is dead-lettered (its offset reported done in ``ready``)."""
+        from kafka.errors import CorruptRecordError, OffsetOutOfRangeError
 
         consumer = self._consumer
         try:
             records = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=max_batch)
         except OffsetOutOfRangeError as exc:
             self._out_of_range(dict(exc.args[0]))
+        except (CorruptRecordError, UnicodeDecodeError) as exc:
+            self._skip_unparsable(exc, ready)
+            return {}
         if not records:  # the embedded broker answers an offset past the end with an empty fetch
             beyond = {}
             for tp in consumer.assignment():
@@ -314,6 +338,30 @@ class KafkaSource(Source):
             if beyond:
                 self._out_of_range(beyond)
         return records
+
+    def _skip_unparsable(self, exc: BaseException, ready: collections.deque[FrameBatch]) -> None:
+        """Dead-letter the record the client cannot parse (its payload unknown) and step over it.
+
+        The client does not say which partition failed: it is the one partition with records
+        left to read (kafka-python cannot be polled again safely to find out). A record batch
+        is parsed whole, so each record after the bad one in its producer batch fails the same
+        way and is dead-lettered in turn.
+        """
+        consumer = self._consumer
+        waiting = [tp for tp in consumer.assignment()
+                   if consumer.highwater(tp) is None or consumer.position(tp) < consumer.highwater(tp)]
+        if len(waiting) != 1:
+            raise InputError(f"kafka source: the client cannot parse a record ({exc}) and {len(waiting)} "
+                             f"partitions could hold it; read this topic with one partition per source "
+                             f"replica to dead-letter it") from exc
+        tp = waiting[0]
+        record = _Unparsable(tp.topic, tp.partition, consumer.position(tp))
+        pending = _Pending()
+        first, base = self._advance(record)
+        self._dead_letter(record, wire.UnparsableRecord(f"the Kafka client cannot parse it: {exc}"), pending)
+        pending.add_range(record.topic, record.partition, first, record.offset, base)
+        consumer.seek(tp, record.offset + 1)  # the seek also drops the client's failed fetch
+        ready.append(self._finish(pending))
 
     @staticmethod
     def _out_of_range(offsets: dict[Any, int]) -> NoReturn:
@@ -338,29 +386,22 @@ class KafkaSource(Source):
     def _take(self, record: Any, pending: _Pending, ready: collections.deque[FrameBatch],
               max_batch: int) -> _Pending:
         """Decode one record into ``pending``; move full batches to ``ready``; return the open batch."""
-        key = (record.topic, record.partition)
-        if self._base.get(key) is None:
-            self._base[key] = record.offset  # read from the log start: nothing before it exists
-        first = min(self._next.get(key, record.offset), record.offset)  # cover offset gaps
-        base = self._base[key]
-        self._next[key] = record.offset + 1
-        self._counts["messages"] += 1
+        first, base = self._advance(record)
         try:
-            decoded = wire.decode(record.value, record.headers, max_bytes=self.max_message_bytes,
-                                  max_pixels=self.max_pixels)
+            decoded = wire.decode(record.value, record.headers, limits=self.limits)
             size = (int(decoded.images.shape[1]), int(decoded.images.shape[2]))
             if self.frame_size is not None and size != self.frame_size:
                 raise wire.WrongShape(f"frames are {size[0]}x{size[1]}, this source requires "
                                       f"{self.frame_size[0]}x{self.frame_size[1]}")
         except Exception as exc:  # untrusted input: any decoder failure is a dead letter
-            self._dead_letter(record, exc)
-            pending.dead_letters.append([record.topic, record.partition, record.offset,
-                                         wire.error_reason(wire.error_header(exc))])
+            self._dead_letter(record, exc, pending)
             pending.add_range(record.topic, record.partition, first, record.offset, base)
             return pending
         n = len(decoded)
         self._counts["frames"] += n
-        if pending.images and (pending.size() != size or len(pending.images) + n > max_batch):
+        pixels = n * size[0] * size[1]
+        if pending.images and (pending.size() != size or len(pending.images) + n > max_batch
+                               or pending.pixels + pixels > self.limits.batch_pixels):
             ready.append(self._finish(pending))
             pending = _Pending()
         parts = max(1, -(-n // max_batch))
@@ -373,6 +414,7 @@ class KafkaSource(Source):
                 pending.frame_no.append(int(decoded.frame_no[i]))
                 pending.pts.append(float(decoded.pts[i]))
                 pending.wall_time.append(float(decoded.wall_time[i]))
+                pending.pixels += size[0] * size[1]
             if parts == 1:
                 pending.add_range(record.topic, record.partition, first, record.offset, base)
             else:
@@ -380,6 +422,16 @@ class KafkaSource(Source):
                 ready.append(self._finish(pending))
                 pending = _Pending()
         return pending
+
+    def _advance(self, record: Any) -> tuple[int, int]:
+        """Count a record read; ``(first, base)`` of the offset range it completes."""
+        key = (record.topic, record.partition)
+        if self._base.get(key) is None:
+            self._base[key] = record.offset  # read from the log start: nothing before it exists
+        first = min(self._next.get(key, record.offset), record.offset)  # cover offset gaps
+        self._next[key] = record.offset + 1
+        self._counts["messages"] += 1
+        return first, self._base[key]  # type: ignore[return-value]
 
     def _finish(self, pending: _Pending) -> FrameBatch:
         size = pending.size() or self._last_size or self.frame_size or (0, 0)
@@ -395,36 +447,24 @@ class KafkaSource(Source):
         )
 
     # ------------------------------------------------------------------ dead letters
-    def _dead_letter(self, record: Any, exc: BaseException) -> None:
+    def _dead_letter(self, record: Any, exc: BaseException, pending: _Pending) -> None:
         reason = wire.error_header(exc)
         self._counts["dead_letters"] += 1
         self._reasons[wire.error_reason(reason)] += 1
         log.warning("kafka source: %s/%d@%d is a dead letter: %s", record.topic, record.partition,
                     record.offset, reason.decode(errors="replace"))
-        if not self.dead_letters:
-            return
-        if self._dlq is None:
-            from kafka import KafkaProducer
+        pending.dead_letters.append([record.topic, record.partition, record.offset, wire.error_reason(reason)])
+        if self.dead_letters and not self._dlq.send(record, exc):
+            self._counts["dead_letters_already_sent"] += 1
 
-            for topic in self.topics:
-                try:
-                    ensure_topic(self.settings, f"{topic}.dlq", 1)
-                except Exception as err:  # the broker may auto-create it, or forbid admin calls
-                    log.warning("could not create %s.dlq: %s", topic, err)
-            size = self.max_message_bytes + 2 * 1024 * 1024
-            self._dlq = KafkaProducer(**self.settings.client_config("producer"), acks="all", max_request_size=size)
-        headers = [(k, v) for k, v in (record.headers or []) if k != wire.H_ERROR]
-        headers += [(wire.H_ERROR, reason), ("sv-dlq-topic", record.topic.encode()),
-                    ("sv-dlq-partition", str(record.partition).encode()),
-                    ("sv-dlq-offset", str(record.offset).encode())]
-        self._dlq_sent.append(
-            self._dlq.send(f"{record.topic}.dlq", key=record.key, value=record.value or b"", headers=headers))
 
-    def _confirm_dead_letters(self) -> None:
-        """Wait until every dead letter is acknowledged before its offset is reported done."""
-        if not self._dlq_sent:
-            return
-        self._dlq.flush(timeout=60)
-        for future in self._dlq_sent:
-            future.get(timeout=60)  # raises if the dead letter was not stored: the source restarts
-        self._dlq_sent.clear()
+@dataclass(frozen=True)
+class _Unparsable:
+    """The coordinates of a record the Kafka client could not parse (its bytes unknown)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes = b""
+    headers: tuple[tuple[str, bytes], ...] = ()

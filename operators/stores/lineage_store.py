@@ -15,6 +15,7 @@ by_model        model 0 camera 0 ts_us(8) id                      empty
 vectors         patch id                                          float32 bytes
 vector_log      position(8) patch id                              empty
 offsets         topic 0 partition(4)                              next offset (8)
+offsets         topic 0 partition(4) 0 "state"                    JSON: done ranges past it
 ==============  ================================================  ======================
 
 The store is the record; vector indexes are derived state. Every write that stores vectors
@@ -33,8 +34,13 @@ Writes that belong together (a batch of patches and the offsets it completes) go
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import shutil
 import struct
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -42,7 +48,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import rocksdict
 
-from streamvision.core.errors import InputError
+from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.lineage import FrameKeyCodec, id_bytes, id_from_bytes
 from streamvision.core.patches import PatchBatch
 
@@ -53,6 +59,7 @@ COLUMN_FAMILIES = (
 #: Vectors read per chunk when replaying the vector log.
 REPLAY_CHUNK = 16384
 _SEP = b"\x00"
+_OFFSET_STATE = _SEP + b"state"
 #: Memory all memtables of a store may hold before RocksDB flushes the largest (RocksDB's
 #: default lets each of the ten column families buffer up to 128 MB).
 MEMTABLE_BUDGET_BYTES = 32 << 20
@@ -91,6 +98,134 @@ def _access(read_only: bool, follow: str | Path | None) -> rocksdict.AccessType:
     return rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
 
 
+log = logging.getLogger(__name__)
+#: errno values and RocksDB status texts that mean "this process may not write there".
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+_READ_ONLY_TEXTS = ("Read-only file system", "Permission denied", "Operation not permitted")
+#: What RocksDB says when another process (or this one) holds the directory's LOCK file.
+_LOCK_TEXTS = ("While lock file", "lock hold by current process")
+#: rocksdict's own file in a store, rewritten on every open (read-only ones too).
+_ROCKSDICT_CONFIG = "rocksdict-config.json"
+
+
+def _named(path: Path) -> Path:
+    """The directory errors name: the data directory holding a ``lineage`` store, else the store."""
+    return path.parent if path.name == "lineage" else path
+
+
+def _read_only_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _READ_ONLY_ERRNOS:
+        return True
+    return any(text in str(exc) for text in _READ_ONLY_TEXTS)
+
+
+def _read_only_error(path: Path, detail: object) -> ConfigError:
+    where = _named(path)
+    return ConfigError(f"{where} is read-only for this process ({detail}): write to a directory you can "
+                       f"write, or only query it (`streamvision query ... --data {where}` reads it read-only)")
+
+
+def _prepare_writable(path: Path) -> None:
+    """Create a writer's parent directories; refuse at once a store this process cannot write.
+
+    Raises:
+        ConfigError: the store (or the nearest directory that exists above it) is not writable.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise _read_only_error(path, f"no write permission on {existing}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _READ_ONLY_ERRNOS:
+            raise _read_only_error(path, exc.strerror) from exc
+        raise
+
+
+def _open_error(path: Path, exc: BaseException) -> ConfigError | None:
+    """A clear error for a RocksDB open that failed on permissions or on the lock; ``None`` for others."""
+    detail = str(exc)
+    if _read_only_failure(exc):
+        return _read_only_error(path, detail)
+    if "lock hold by current process" in detail:
+        return ConfigError(f"{_named(path)} is already open for writing in this process ({detail}); "
+                           "close the other LineageStore / writer first")
+    if any(text in detail for text in _LOCK_TEXTS):
+        return ConfigError(f"{_named(path)} is in use by another process ({detail}): one writer at a time "
+                           "(a pipeline, `streamvision serve` or an import); stop it, write through its "
+                           "service, or only query the directory (queries do not take the lock)")
+    return None
+
+
+def _link_copy(path: Path) -> tempfile.TemporaryDirectory:  # type: ignore[type-arg]
+    """A scratch directory of links to a store's files, to open read-only a store this process
+    cannot write into (rocksdict writes its config file into the directory it opens, even read-only).
+
+    Removed when the store object is collected (or at exit)."""
+    scratch = tempfile.TemporaryDirectory(prefix="streamvision-ro-")
+    for entry in os.scandir(path):
+        if entry.name == "LOCK" or entry.name.startswith("LOG") or not entry.is_file():
+            continue
+        target = Path(scratch.name) / entry.name
+        if entry.name == _ROCKSDICT_CONFIG:
+            shutil.copyfile(entry.path, target)
+        else:
+            os.symlink(os.path.abspath(entry.path), target)
+    return scratch
+
+
+def _open_db(path: Path, read_only: bool, follow: str | Path | None) -> tuple[
+        rocksdict.Rdict, tempfile.TemporaryDirectory | None, str | Path | None]:  # type: ignore[type-arg]
+    """Open the store's RocksDB: ``(db, scratch directory or None, follow)``.
+
+    rocksdict rewrites its config file in the directory it opens, even read-only, so a
+    ``read_only`` reader opens a scratch directory of links to the store's files instead and
+    writes nothing into the store (on a read-only directory too). Should a writer replace
+    files between the linking and the open, a reader of a writable directory opens it in
+    place. A ``follow`` reader opens in place (a secondary instance sees the writer's later
+    files); on a directory this process cannot write it gets the linked read-only view, the
+    store as it was when opened (``follow`` comes back ``None``).
+
+    Raises:
+        ConfigError: a writer on a read-only directory, or on one another writer holds (its LOCK).
+    """
+    families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}
+
+    def open_at(where: Path, access: rocksdict.AccessType) -> rocksdict.Rdict:
+        return rocksdict.Rdict(str(where), _options(), column_families=families, access_type=access)
+
+    def open_linked() -> tuple[rocksdict.Rdict, tempfile.TemporaryDirectory, None]:  # type: ignore[type-arg]
+        scratch = _link_copy(path)
+        try:
+            return open_at(Path(scratch.name), rocksdict.AccessType.read_only()), scratch, None
+        except BaseException:
+            scratch.cleanup()
+            raise
+
+    writable = os.access(path, os.W_OK)
+    if read_only and (follow is None or not writable):
+        if follow is not None:
+            log.warning("%s is read-only for this process: serving it as it is now (later writes are not seen)",
+                        path)
+        try:
+            return open_linked()
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises a bare Exception with RocksDB's status
+            if not writable:
+                raise
+            log.debug("opening %s through links failed (%s): opening it in place", path, exc)
+    try:
+        return open_at(path, _access(read_only, follow)), None, follow
+    except Exception as exc:  # noqa: BLE001
+        if read_only and _read_only_failure(exc):
+            return open_linked()  # access(2) said writable, the file system disagrees
+        error = _open_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 class LineageStore:
     """One RocksDB directory holding the lineage and metadata of every patch.
 
@@ -101,6 +236,13 @@ class LineageStore:
         follow: open as a RocksDB *secondary* instance keeping its own files in this
             directory (read-only, no lock): :meth:`catch_up` then sees the writer's newer
             writes (the query front end of a live service).
+
+    A ``read_only`` reader writes nothing into the directory (it opens a scratch directory of
+    links to the store's files), so it also opens a directory this process cannot write.
+
+    Raises:
+        InputError: ``read_only`` or ``follow`` and there is no store at ``path``.
+        ConfigError: a writer on a directory it cannot write, or one another writer holds.
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False, follow: str | Path | None = None) -> None:
@@ -108,10 +250,10 @@ class LineageStore:
         read_only = read_only or follow is not None
         if read_only and not (self.path / "CURRENT").exists():
             raise InputError(f"no StreamVision store at {self.path} (run `streamvision ingest` first)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}
-        self._db = rocksdict.Rdict(str(self.path), _options(), column_families=families,
-                                   access_type=_access(read_only, follow))
+        if not read_only:
+            _prepare_writable(self.path)
+        # a directory this process cannot write is read through a scratch copy of links (see _open_db)
+        self._db, self._scratch, follow = _open_db(self.path, read_only, follow)
         self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self.read_only = read_only
@@ -137,13 +279,16 @@ class LineageStore:
                 self._position = self._last_position()
 
     # ------------------------------------------------------------------ writes
-    def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None) -> int:
+    def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None,
+                      offset_state: dict[tuple[str, int], bytes | None] | None = None) -> int:
         """Write a batch of patches, their frames and lineage, in one ``WriteBatch``.
 
         Args:
             batch: the patches; vector patches also store their vectors.
             offsets: ``(topic, partition) -> next offset`` completed by this batch, written
                 in the same ``WriteBatch`` (the effectively-once protocol).
+            offset_state: ``(topic, partition) -> state`` of the ranges done past that
+                offset (:class:`~operators.sinks.offsets.OffsetTracker`); ``None`` deletes it.
 
         Returns:
             The number of patches written. Rewriting the same ids changes nothing.
@@ -184,6 +329,12 @@ class LineageStore:
                 wb.put(position + pid, b"", h["vector_log"])
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
+        for (topic, partition), state in (offset_state or {}).items():
+            key = topic.encode() + _SEP + struct.pack(">I", partition) + _OFFSET_STATE
+            if state is None:
+                wb.delete(key, h["offsets"])
+            else:
+                wb.put(key, state, h["offsets"])
         self._db.write(wb)
         if batch.vectors is not None and len(batch):
             self._position += 1
@@ -384,11 +535,16 @@ class LineageStore:
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """``(topic, partition) -> next offset to read`` as last written."""
-        result = {}
+        return {key: struct.unpack(">Q", raw)[0] for key, raw, state in self._offset_rows() if not state}
+
+    def offset_state(self) -> dict[tuple[str, int], bytes]:
+        """``(topic, partition) -> state`` of the ranges done past the stored offset."""
+        return {key: raw for key, raw, state in self._offset_rows() if state}
+
+    def _offset_rows(self) -> Iterator[tuple[tuple[str, int], bytes, bool]]:
         for key, raw in self.scan("offsets"):
-            topic, partition = key[:-5], struct.unpack(">I", key[-4:])[0]
-            result[(topic.decode(), partition)] = struct.unpack(">Q", raw)[0]
-        return result
+            topic, rest = key.split(_SEP, 1)  # Kafka topic names hold no NUL
+            yield (topic.decode(), struct.unpack(">I", rest[:4])[0]), raw, rest[4:] == _OFFSET_STATE
 
     def flush(self) -> None:
         """Flush memtables to disk (the WAL already makes writes durable)."""

@@ -16,8 +16,12 @@ def connect(target: str | Path, *, token: str | None = None) -> Queries:
         token: the bearer token of a service bound beyond 127.0.0.1 (default: the
             ``STREAMVISION_TOKEN`` environment variable).
 
+    A data directory is opened read-only (nothing is written into it; one this process cannot
+    write is read too) beside any writer: a running pipeline or service does not block it.
+
     Raises:
         InputError: the directory holds no vectors.
+        ConfigError: its ``manifest.json`` is unreadable or invalid.
     """
     text = str(target)
     if text.startswith(("http://", "https://")):

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streamvision.cli import kafka as cli_kafka, models as cli_models, query as cli_query, serve as cli_serve
@@ -136,7 +137,8 @@ def main() -> None:
     try:
         app()
     except StreamVisionError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        # one line whatever the width, and a message's own brackets (paths, "[Errno 30]") are not markup
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

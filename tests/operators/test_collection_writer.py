@@ -220,3 +220,22 @@ def test_snapshots_every_n_vectors_so_a_crash_replays_at_most_that(tmp_path, vte
     with ShardedIndex.open(tmp_path, DIM, "Flat", 2) as index:
         assert index.ntotal == 240
         assert sum(s["replayed"] for s in index.stats()["shards"]) == 96
+
+
+def test_ranges_done_out_of_order_survive_a_writer_restart(tmp_path, vtest_patches):
+    """What is done past the watermark is stored with it: a restarted writer (sink) still knows
+    it, so the watermark moves over it once the gap is filled (else it would stall for good)."""
+    writer = CollectionWriter(tmp_path, local_shards, dim=DIM, shards=2)
+    writer.write(_batch(vtest_patches, range(20, 30), [["frames", 0, 5, 9, 0]]))  # ahead of the gap 0..4
+    writer.write(_batch(vtest_patches, range(30, 35), [["frames", 0, 12, 12, 0, 0, 2]]))  # half of message 12
+    writer.close()  # the sink restarts
+    writer = CollectionWriter(tmp_path, local_shards, dim=DIM, shards=2)
+    assert writer.committed_offsets() == {}
+    ack = writer.write(_batch(vtest_patches, range(20), [["frames", 0, 0, 4, 0], ["frames", 0, 10, 11, 0]]))
+    assert ack["offsets"] == {("frames", 0): 12}  # 0..4 joined the stored 5..9, then 10..11
+    writer.close()
+    writer = CollectionWriter(tmp_path, local_shards, dim=DIM, shards=2)
+    ack = writer.write(_batch(vtest_patches, range(35, 40), [["frames", 0, 12, 12, 0, 1, 2]]))
+    assert ack["offsets"] == {("frames", 0): 13}  # the other half, stored before the restart
+    assert writer.store.offset_state() == {}  # nothing left past the watermark
+    writer.close()

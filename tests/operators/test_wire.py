@@ -10,6 +10,7 @@ import pytest
 from operators.producers.frame_reader import FrameReader
 from operators.producers.segments import encode_h264_segment
 from operators.kafka import wire
+from operators.limits import DecodeLimits
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_empty_payload(frames):
 def test_oversize_payload_is_refused_on_both_ends(frames):
     msg = _jpeg(frames)
     with pytest.raises(wire.OversizeMessage, match="more than the limit of 1000"):
-        wire.decode(msg.value, msg.headers, max_bytes=1000)
+        wire.decode(msg.value, msg.headers, limits=DecodeLimits(message_bytes=1000))
     with pytest.raises(wire.OversizeMessage):
         wire.encode_image(frames[0][0], camera="c", ts=0, frame_no=0, kind=wire.KIND_RAW, max_bytes=100_000)
 
@@ -103,7 +104,7 @@ def test_oversize_payload_is_refused_on_both_ends(frames):
 def test_too_many_pixels_is_oversize(frames):
     msg = _jpeg(frames)
     with pytest.raises(wire.OversizeMessage, match="pixels"):
-        wire.decode(msg.value, msg.headers, max_pixels=100 * 100)
+        wire.decode(msg.value, msg.headers, limits=DecodeLimits(picture_pixels=100 * 100))
 
 
 @pytest.mark.parametrize("version", [b"2", b"0", b"", b"1.0"])
@@ -202,3 +203,64 @@ def test_error_header_names_the_reason(frames):
         value = wire.error_header(exc)
     assert value.startswith(b"empty: ")
     assert wire.error_reason(value) == "empty"
+
+
+# ---------------------------------------------------------------------------- bounded decoding
+def _headers(msg: wire.WireMessage, **changes: bytes | None) -> list[tuple[str, bytes]]:
+    out = [(k, v) for k, v in msg.headers if k.removeprefix("sv-") not in changes]
+    return out + [(f"sv-{k}", v) for k, v in changes.items() if v is not None]
+
+
+def test_h264_segment_without_count_stops_at_the_frame_limit(frames):
+    images = [f[0] for f in frames]  # 12 real frames
+    clip = encode_h264_segment(images, rate=10.0)
+    msg = wire.encode_segment_message(clip, camera="c", ts=1.0, frame0=0, pts=0.0, count=12, shape=(576, 768))
+    no_count = _headers(msg, count=None)
+    with pytest.raises(wire.OversizeMessage, match="more than 5 frames"):
+        wire.decode(msg.value, no_count, limits=DecodeLimits(frames=5))
+    with pytest.raises(wire.OversizeMessage, match="more than 2000000 pixels"):
+        wire.decode(msg.value, no_count, limits=DecodeLimits(picture_pixels=1_000_000, message_pixels=2_000_000))
+    assert len(wire.decode(msg.value, no_count)) == 12
+
+
+def test_raw_message_of_tiny_frames_stops_at_the_frame_limit():
+    value = bytes(3 * 100_000)  # 100k frames of 1x1 pixel
+    msg = wire.WireMessage(b"c", value, wire.Header(kind=wire.KIND_RAW, camera="c", ts=1.0, frame0=0, shape=(1, 1)))
+    with pytest.raises(wire.OversizeMessage, match="more than 300 frames"):
+        wire.decode(msg.value, msg.headers)
+
+
+def test_jpeg_whose_standalone_marker_hides_a_huge_frame_header_is_refused(frames):
+    """A marker libjpeg reads as standalone (RST0) must not make the size check skip bytes: the
+    check finds the real SOF, and OpenCV's own header check refuses it besides."""
+    jpeg = bytearray(wire.encode_pixels(frames[0][0], wire.KIND_JPEG))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2  # 30000x30000: 2.7 GB decoded
+    # RST0, then two bytes the old parser took for a length that jumped over the SOF
+    crafted = bytes(jpeg[:2]) + b"\xff\xd0" + bytes(jpeg[2:])
+    header = wire.Header(kind=wire.KIND_JPEG, camera="c", ts=1.0, frame0=0)
+    with pytest.raises(wire.OversizeMessage):
+        wire.decode(crafted, header.to_kafka())
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"ts": b"1e20"}, "more than"),
+    ({"frame0": str(2**60).encode()}, "more than"),
+    ({"camera": b"cam\x001"}, "unprintable"),
+    ({"camera": b"cam\n1"}, "unprintable"),
+    ({"count": b"100000"}, "more than"),
+    ({"shape": b"100000,100000,3"}, "pixels"),
+    ({"pts": b"x" * 2000}, "bytes"),
+])
+def test_out_of_range_headers_are_refused(frames, changes, match):
+    msg = _jpeg(frames)
+    with pytest.raises(wire.WireError, match=match):
+        wire.decode(msg.value, _headers(msg, **changes))
+
+
+def test_a_segment_that_is_not_mpegts_or_mp4_is_never_demuxed(tmp_path, vtest_path):
+    """An ffconcat script would make FFmpeg open local files: only the declared containers are read."""
+    script = f"ffconcat version 1.0\nfile '{vtest_path}'\n".encode()
+    header = wire.Header(kind=wire.KIND_H264, camera="c", ts=1.0, frame0=0)
+    with pytest.raises(wire.CorruptSegment, match="MPEG-TS or"):
+        wire.decode(script, header.to_kafka())
