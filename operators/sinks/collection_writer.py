@@ -110,7 +110,10 @@ class CollectionWriter:
         snapshot_every_vectors: int = SNAPSHOT_EVERY_VECTORS,
     ) -> None:
         self.data = Path(data)
-        self.data.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the data directory {self.data}: {exc.strerror or exc}") from exc
         manifest = read_manifest(self.data)
         if manifest.get("dim") and dim and manifest["dim"] != dim:
             raise ConfigError(

@@ -57,8 +57,13 @@ def _with(headers: list, **changes: bytes) -> list:
 
 @pytest.fixture(scope="module")
 def poisoned(broker, images, vtest_path):
-    """Good frames 0..7 and a 10-frame segment, with one hostile message between each two."""
-    ensure_topic(KafkaSettings(broker.bootstrap_servers), TOPIC, partitions=1)
+    return send_poisoned(broker.bootstrap_servers, TOPIC, images, vtest_path)
+
+
+def send_poisoned(servers: str, topic: str, images: list, vtest_path: Path) -> tuple[list[str], int]:
+    """Good frames 0..7 and a 10-frame segment, with one hostile message between each two;
+    returns the reasons the hostile ones must be dead-lettered for, and the messages sent."""
+    ensure_topic(KafkaSettings(servers), topic, partitions=1)
     jpeg = _good(images, 0)
     long_clip = encode_h264_segment(images[20:50], rate=10.0)  # 30 frames, no sv-count
     long_header = wire.Header(kind=wire.KIND_H264, camera="cam", ts=5.0, frame0=100, shape=(576, 768))
@@ -83,9 +88,9 @@ def poisoned(broker, images, vtest_path):
     for i, (_, value, headers) in enumerate(bad):
         sends += [_good(images, i), (value, headers)]
     sends += [(segment.value, segment.headers), _good(images, 7)]
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=16 * 1024 * 1024)
+    producer = KafkaProducer(bootstrap_servers=servers, max_request_size=16 * 1024 * 1024)
     for value, headers in sends:  # one record batch each (the client parses a batch whole)
-        producer.send(TOPIC, key=b"cam", value=value, headers=headers).get(timeout=30)
+        producer.send(topic, key=b"cam", value=value, headers=headers).get(timeout=30)
     producer.close()
     return [reason for reason, _, _ in bad], len(sends)
 

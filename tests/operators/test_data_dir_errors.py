@@ -203,3 +203,9 @@ def test_good_manifests_still_read(tmp_path):
         (tmp_path / MANIFEST).write_text(json.dumps(manifest))
         assert read_manifest(tmp_path) == manifest
     assert read_manifest(tmp_path / "none") == {}
+
+
+def test_a_data_directory_that_cannot_be_created_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot create the data directory"):
+        CollectionWriter(tmp_path / "file" / "data", None)

@@ -1,0 +1,33 @@
+"""The chaos matrix on the real parts: 2 replicas of the source and of each operator, a served
+collection; SIGKILL of the source, an operator, the sink, the writer, a shard actor and the
+driver, at two moments each; every run ends with the store and the index equal to an
+uninterrupted run's (``benchmarks/chaos.py`` is the same matrix, with its figures)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from operators.producers import FrameProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import chaos  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_fault_at_every_moment_ends_with_the_uninterrupted_store(ray_cluster, broker, vtest_path, tmp_path):
+    from operators.producers.frame_reader import FrameReader
+
+    images = [image for _, (image, _) in zip(range(chaos.TOTAL), FrameReader(str(vtest_path)))]
+    with FrameProducer(broker.bootstrap_servers, chaos.TOPIC, partitions=2) as producer:
+        for c, camera in enumerate(chaos.CAMERAS):
+            chunk = images[c * chaos.PER_CAMERA:(c + 1) * chaos.PER_CAMERA]
+            producer.send_frames([(im, i / 10) for i, im in enumerate(chunk)], camera=camera, kind="jpeg",
+                                 quality=85)
+    result = chaos.chaos(broker.bootstrap_servers, tmp_path, [0.25, 0.6])
+    assert result["faults_injected"] == len(chaos.FAULTS) * 2, result["runs"]
+    assert result["faults_survived"] == result["faults_injected"], result["runs"]
+    assert result["lost"] == 0 and result["duplicated"] == 0
