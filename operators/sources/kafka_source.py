@@ -164,6 +164,7 @@ class KafkaSource(Source):
         self._base: dict[PartitionKey, int | None] = {}
         self._next: dict[PartitionKey, int] = {}
         self._paused = False
+        self._assignment_changed = time.monotonic()
         self._last_size: tuple[int, int] | None = None
         self._counts: collections.Counter[str] = collections.Counter()
         self._reasons: collections.Counter[str] = collections.Counter()
@@ -260,6 +261,7 @@ class KafkaSource(Source):
 
     def _on_assigned(self, assigned: Any) -> None:
         log.info("kafka source %s: assigned %s", self.group_id, sorted((t.topic, t.partition) for t in assigned))
+        self._assignment_changed = time.monotonic()
         self._paused = False
         for tp in assigned:
             self._start_partition(tp)
@@ -373,6 +375,11 @@ class KafkaSource(Source):
         )
 
     def _at_end(self, idle_since: float) -> bool:
+        """Every assigned partition is read to its end, and the assignment is settled: a member
+        that died keeps its partitions until its session expires, so the end waits for a session
+        timeout after the last rebalance (which then hands those partitions over)."""
+        if time.monotonic() - self._assignment_changed < self.session_timeout_ms / 1000 + 2.0:
+            return False
         consumer = self._consumer
         assigned = consumer.assignment()
         if not assigned:

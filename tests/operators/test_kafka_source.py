@@ -199,3 +199,39 @@ def test_resume_offset_past_the_end_is_a_clear_error(broker, images):
         producer.send_frames([(images[0], 0.0), (images[1], 0.1)], camera="c", kind="jpeg", quality=40)
     with pytest.raises(InputError, match="outside the topic's log"):
         _drain(_source(broker, "s-gone", "g-gone"), stored={("s-gone", 0): 50})
+
+
+_ZOMBIE = """
+import sys
+from kafka import KafkaConsumer
+consumer = KafkaConsumer(sys.argv[2], bootstrap_servers=sys.argv[1], group_id=sys.argv[3], enable_auto_commit=False,
+                         session_timeout_ms=6000, heartbeat_interval_ms=1000)
+while not consumer.assignment():
+    consumer.poll(timeout_ms=200)
+print("assigned", flush=True)
+while True:
+    consumer.poll(timeout_ms=200)
+"""
+
+
+def test_a_source_restarted_before_the_dead_members_session_expires_reads_everything(broker, images, tmp_path):
+    """A member killed -9 keeps its partitions until its session expires; a source started at
+    once must wait for them (rejoin), not read its own share and end."""
+    import subprocess
+    import sys
+
+    with FrameProducer(broker.bootstrap_servers, "s-zombie", partitions=4) as producer:
+        for cam in range(8):
+            producer.send_frames([(im, i / 10) for i, im in enumerate(images[:3])], camera=f"cam{cam}",
+                                 kind="jpeg", quality=40)
+    zombie = subprocess.Popen([sys.executable, "-c", _ZOMBIE, broker.bootstrap_servers, "s-zombie", "g-zombie"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert zombie.stdout.readline().strip() == "assigned"  # type: ignore[union-attr]
+    finally:
+        zombie.kill()  # dead, but the group holds its partitions until its session expires
+        zombie.wait(10)
+    batches, watermarks = _drain(_source(broker, "s-zombie", "g-zombie"))
+    keys = {(k.partition, k.offset) for b in batches for k in map(FrameKeyCodec.decode, b.keys)}
+    assert len(keys) == 24  # every frame, from every partition
+    assert sum(watermarks.values()) == 24
