@@ -81,11 +81,12 @@ class SourceActor(_Instrumented):
     several sinks, from the least advanced of them: each partition resumes where every sink
     still needs it)."""
 
-    def __init__(self, node_id: str, source: Source, max_batch: int, sinks: list[Any]) -> None:
+    def __init__(self, node_id: str, source: Source, max_batch: int, sinks: list[Any], replicas: int = 1) -> None:
         self._init_metrics(node_id)
         self.source = source
         self.max_batch = max_batch
         self.sinks = sinks
+        self.replicas = replicas
         self._iter: Any = None
         self._opened = False
 
@@ -100,6 +101,7 @@ class SourceActor(_Instrumented):
         self.open()
         stored = ray.get([sink.committed_offsets.remote() for sink in self.sinks])
         self.source.seek(least_advanced(stored))
+        self.source.join(self.replicas)
         self._iter = iter(self.source.read(self.max_batch))
 
     @ray.method(num_returns=2)

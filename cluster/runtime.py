@@ -182,7 +182,8 @@ class _Driver:
                 below = self._sinks_below(node.id)
                 actors = [
                     SourceActor.options(**_actor_options(node)).remote(
-                        node.id, node.component, node.resources.max_batch, [self.sinks[s].actors[0] for s in below])
+                        node.id, node.component, node.resources.max_batch, [self.sinks[s].actors[0] for s in below],
+                        node.resources.replicas)
                     for _ in range(node.resources.replicas)
                 ]
                 self.sources.append(_Source(node, actors))

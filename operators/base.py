@@ -96,6 +96,14 @@ class Source(ABC):
         Called by the runtime after ``open`` and before ``read``; file sources ignore it.
         """
 
+    def join(self, replicas: int) -> None:
+        """Told, after ``seek`` and before ``read``, how many replicas read this source together.
+
+        A source whose input a group shares out (Kafka) waits here until this replica holds no
+        more than its share, so that a bounded run's work spreads over every replica; others
+        ignore it.
+        """
+
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Told which offsets are durably done (Kafka sources commit them for lag monitoring)."""
 

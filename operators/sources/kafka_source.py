@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -164,6 +165,7 @@ class KafkaSource(Source):
         self._base: dict[PartitionKey, int | None] = {}
         self._next: dict[PartitionKey, int] = {}
         self._paused = False
+        self._joining = False
         self._assignment_changed = time.monotonic()
         self._last_size: tuple[int, int] | None = None
         self._counts: collections.Counter[str] = collections.Counter()
@@ -206,6 +208,39 @@ class KafkaSource(Source):
         if self._consumer is not None:
             for tp in self._consumer.assignment():
                 self._start_partition(tp)
+
+    def join(self, replicas: int) -> None:
+        """Read nothing until this member holds at most its share of the partitions
+        (``ceil(partitions / replicas)``), for at most a session timeout.
+
+        Brokers delay a new group's first rebalance (``group.initial.rebalance.delay.ms``, 3 s)
+        so that members starting together share it; a replica that starts later (a busy node, a
+        restart) finds every partition handed to the first, which would read a bounded topic's
+        whole backlog alone without this wait.
+        """
+        if replicas <= 1:
+            return
+        if self._consumer is None:
+            self.open()
+        consumer = self._consumer
+        deadline = time.monotonic() + self.session_timeout_ms / 1000
+        self._joining = True
+        try:
+            consumer.pause(*consumer.assignment())
+            while time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=self.poll_timeout_ms).items():
+                    consumer.seek(tp, records[0].offset)  # paused partitions fetch nothing; never drop a record
+                total = sum(len(consumer.partitions_for_topic(t) or ()) for t in self.topics)
+                assigned = len(consumer.assignment())
+                if total and assigned <= math.ceil(total / replicas) and (assigned or total < replicas):
+                    log.info("kafka source %s: joined with %d of %d partitions", self.group_id, assigned, total)
+                    return
+            log.warning("kafka source %s: the group did not spread its partitions over %d replicas within "
+                        "%.0f s; reading what this replica holds", self.group_id, replicas,
+                        self.session_timeout_ms / 1000)
+        finally:
+            self._joining = False
+            self._paused = bool(consumer.assignment())  # read() resumes them
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Record durable offsets (used on rebalance) and commit ours to Kafka for lag monitoring."""
@@ -265,6 +300,8 @@ class KafkaSource(Source):
         self._paused = False
         for tp in assigned:
             self._start_partition(tp)
+        if self._joining and assigned:
+            self._consumer.pause(*assigned)
 
     def _on_revoked(self, revoked: Any) -> None:
         # Nothing decoded is buffered here: read() polls only once its batches are all yielded.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.partitioner.default import murmur2
 
 from operators.kafka.settings import KafkaSettings, ensure_topic
 from operators.producers import FrameProducer
@@ -30,11 +32,12 @@ def _source(broker, topic, group, **options) -> KafkaSource:
                        until_end=True, **GROUP_TIMING, **options)
 
 
-def _drain(source: KafkaSource, stored=None, max_batch=8):
+def _drain(source: KafkaSource, stored=None, max_batch=8, replicas=1):
     """Read to the end like the runtime does; return batches and the sink-side watermarks."""
     tracker = OffsetTracker(dict(stored or {}))
     source.open()
     source.seek(dict(stored or {}))
+    source.join(replicas)
     batches = []
     try:
         for batch in source.read(max_batch):
@@ -145,29 +148,34 @@ def test_seek_resumes_from_stored_offsets_and_commit_reaches_kafka(broker, image
 
 
 def test_two_sources_in_one_group_split_the_partitions(broker, images):
+    cameras = {}  # two cameras per partition, by the producer's key partitioner
+    for name in (f"cam{i}" for i in range(1000)):
+        partition = (murmur2(name.encode()) & 0x7FFFFFFF) % 4
+        if len(cameras.setdefault(partition, [])) < 2:
+            cameras[partition].append(name)
     with FrameProducer(broker.bootstrap_servers, "s-split", partitions=4) as producer:
-        for cam in range(8):
-            producer.send_frames([(im, i / 10) for i, im in enumerate(images[:4])], camera=f"cam{cam}",
+        for cam in sorted(c for names in cameras.values() for c in names):
+            producer.send_frames([(im, i / 10) for i, im in enumerate(images[:4])], camera=cam,
                                  kind="jpeg", quality=40)
     results: dict[int, list] = {}
 
     def run(i: int) -> None:
         source = _source(broker, "s-split", "g-split", idle_end_s=15.0)
-        results[i] = _drain(source)[0]
+        results[i] = _drain(source, replicas=2)[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
+    threads[0].start()
+    # later than the broker's 3 s initial rebalance delay: the first member is handed all four
+    # partitions and must wait for its share
+    time.sleep(5.0)
+    threads[1].start()
     for t in threads:
         t.join(120)
     keys = [[FrameKeyCodec.decode(k) for b in results[i] for k in b.keys] for i in range(2)]
-    # every frame was read (a rebalance may hand a partition over and repeat a few), and both members
-    # read partitions of their own
-    union = {k for ks in keys for k in ks}
-    assert len(union) == 32 and {(k.partition, k.offset) for k in union} == {
-        (p, o) for p in range(4) for o in range(sum(1 for k in union if k.partition == p))}
-    assert all(ks for ks in keys)
-    assert {k.partition for k in keys[0]} != {k.partition for k in keys[1]}
+    # every frame read once, two partitions each
+    assert sorted((k.partition, k.offset) for ks in keys for k in ks) == [(p, o) for p in range(4) for o in range(8)]
+    parts = [{k.partition for k in ks} for ks in keys]
+    assert len(parts[0]) == len(parts[1]) == 2 and not parts[0] & parts[1]
 
 
 def test_per_camera_order_is_kept(broker, images):
