@@ -16,6 +16,7 @@ from ray.util import metrics
 from cluster.service import names
 from cluster.service.writer import find_writer
 from operators.base import Operator, OperatorContext, Sink, Source
+from operators.quarantine import Isolator
 from streamvision.core.frames import FrameBatch
 from streamvision.core.patches import PatchBatch
 
@@ -49,10 +50,24 @@ def mergeable_runs(batches: Sequence[Any]) -> list[list[Any]]:
     return runs
 
 
-def process_batches(operator: Operator, batches: Sequence[Any]) -> Any:
-    """Run ``operator`` on the merged ``batches``: once per run of same-size frames, outputs merged."""
-    outputs = [operator.process(_merge(run)) for run in mergeable_runs(batches)]
+def process_batches(operator: Operator, batches: Sequence[Any], isolator: Isolator | None = None) -> Any:
+    """Run ``operator`` on the merged ``batches``: once per run of same-size frames, outputs merged.
+    With an ``isolator``, a run that fails is run again one source message at a time."""
+    outputs = []
+    for run in mergeable_runs(batches):
+        merged = _merge(run)
+        try:
+            outputs.append(operator.process(merged))
+        except Exception as exc:
+            if isolator is None:
+                raise
+            outputs.append(_merge(isolator.retry(merged, operator.process, exc)))
     return _merge(outputs)
+
+
+def _ray_failure(exc: BaseException) -> bool:
+    """Errors of Ray itself (a dead actor, a lost object): never one message's fault."""
+    return isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError)
 
 
 class _Instrumented:
@@ -116,6 +131,13 @@ class SourceActor(_Instrumented):
         self._record(len(batch), started)
         return len(batch), batch
 
+    @ray.method(num_returns=2)
+    def reject(self, messages: list[list[Any]]) -> tuple[int, FrameBatch]:
+        """Dead-letter messages that failed downstream; ``(0, batch)`` with the batch that
+        completes their offsets (see :mod:`operators.quarantine`)."""
+        self.open()
+        return 0, self.source.reject(messages)
+
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Pass durably-done offsets to the source (Kafka commits them)."""
         self.source.commit(offsets)
@@ -156,11 +178,12 @@ class OperatorActor(_Instrumented):
             context = OperatorContext(device=context.device if torch.cuda.is_available() else "cpu",
                                       num_threads=context.num_threads, replica=context.replica)
         operator.setup(context)
+        self.isolator = Isolator(node_id, fatal=_ray_failure)
 
     def process(self, *batches: Any) -> Any:
-        """Transform the (merged) batches."""
+        """Transform the (merged) batches; messages the operator fails on are set aside."""
         started = time.perf_counter()
-        out = process_batches(self.operator, batches)
+        out = process_batches(self.operator, batches, self.isolator)
         self._record(sum(len(b) for b in batches), started)
         return out
 
@@ -183,6 +206,7 @@ class SinkActor(_Instrumented):
         self._opened = False
         self._writer: Any = None
         self._served: dict[str, int] = {"written": 0, "vectors": 0}
+        self.isolator = Isolator(node_id, fatal=_ray_failure)
 
     def open(self) -> bool:
         """Open the stores, or find the service's writer."""
@@ -205,10 +229,22 @@ class SinkActor(_Instrumented):
         return self.sink.committed_offsets()
 
     def write(self, *batches: PatchBatch) -> dict[str, Any]:
-        """Write the (merged) batches in one go; return counts and completed offsets."""
+        """Write the (merged) batches in one go; return counts, completed offsets and the
+        messages set aside on the way (``rejected``, for the source to dead-letter)."""
         self.open()
         started = time.perf_counter()
         batch = _merge(batches)
+        try:
+            acks = [self._write(batch)]
+        except Exception as exc:
+            acks = self.isolator.retry(batch, self._write, exc)
+        self._record(len(batch), started)
+        offsets: dict[tuple[str, int], int] = {}
+        for ack in acks:
+            offsets.update(ack["offsets"])
+        return {"written": sum(a["written"] for a in acks), "offsets": offsets, "rejected": acks[-1]["rejected"]}
+
+    def _write(self, batch: PatchBatch) -> dict[str, Any]:
         if self._writer is not None:
             ack = ray.get(self._writer.write.remote(batch))
             self._served["written"] += ack["written"]
@@ -217,8 +253,7 @@ class SinkActor(_Instrumented):
         else:
             written = self.sink.write(batch)
             offsets = getattr(self.sink, "last_offsets", {})
-        self._record(len(batch), started)
-        return {"written": written, "offsets": offsets}
+        return {"written": written, "offsets": offsets, "rejected": list(batch.meta.get("rejected", []))}
 
     def close(self) -> dict[str, Any]:
         """Flush and close; return the sink's stats."""

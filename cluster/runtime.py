@@ -9,7 +9,9 @@ actor to actor through the object store and never through the driver. The loop:
 2. hands queued refs to the least-loaded actor of each pool, merging several queued
    batches up to ``max_batch`` frames or until ``max_wait_ms`` passed (dynamic batching);
 3. waits for any task to finish; sink acks carry the offsets a write completed, which go
-   back to the sources (Kafka commits them for lag monitoring).
+   back to the sources (Kafka commits them for lag monitoring), and the messages an operator
+   or the sink failed on, which go back to the sources to be dead-lettered
+   (:mod:`operators.quarantine`).
 
 End of stream drains everything in flight and closes the sinks; Ctrl-C or
 ``stop_after_s`` stops reading and drains the same way. Actors restart after a crash
@@ -280,6 +282,8 @@ class _Driver:
                     self.written += ack["written"]
                     if ack["offsets"]:
                         self._commit(pool.node.id, ack["offsets"])
+                    if ack["rejected"]:
+                        self._reject(pool.node.id, ack["rejected"])
         self._mark_upstream_done()
 
     def _commit(self, sink_id: str, offsets: dict[tuple[str, int], int]) -> None:
@@ -292,6 +296,15 @@ class _Driver:
                 if done:
                     for actor in src.actors:
                         actor.commit.remote(done)
+
+    def _reject(self, sink_id: str, messages: list[list[Any]]) -> None:
+        """Hand messages an operator or the sink set aside to the sources above the sink: each
+        dead-letters its own and returns a batch completing their offsets, which flows down
+        like any other (the run does not end before it is written)."""
+        for src in self.sources:
+            if sink_id in src.sinks:
+                status, batch = src.actors[0].reject.remote(messages)
+                src.pending[status] = (0, batch)
 
     def _mark_upstream_done(self) -> None:
         for pool in [*self.pools.values(), *self.sinks.values()]:

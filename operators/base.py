@@ -104,6 +104,15 @@ class Source(ABC):
         ignore it.
         """
 
+    def reject(self, messages: list[list[Any]]) -> FrameBatch:
+        """Messages an operator or the sink failed on, as ``[topic, partition, offset, reason,
+        ranges]`` (:mod:`operators.quarantine`): set each aside (Kafka: dead-letter it) and
+        return an empty batch whose ``offset_ranges`` are the messages' ``ranges``.
+
+        Only frames with Kafka keys are ever rejected; other sources refuse.
+        """
+        raise NotImplementedError(f"the {self.name} source has no dead-letter topic for {len(messages)} messages")
+
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Told which offsets are durably done (Kafka sources commit them for lag monitoring)."""
 

@@ -133,6 +133,12 @@ class UnparsableRecord(WireError):
     reason = "unparsable-record"
 
 
+class ProcessingFailed(WireError):
+    """An operator or the sink failed on the message's frames (``operators.quarantine``)."""
+
+    reason = "processing-failed"
+
+
 @dataclass(frozen=True)
 class Header:
     """The parsed ``sv-*`` headers of one message."""

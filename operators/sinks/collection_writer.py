@@ -191,10 +191,17 @@ class CollectionWriter:
 
         Raises:
             InputError: bad vectors (nothing is written).
+            Exception: whatever encoding or storing a row raised; nothing is written then and
+                the offsets stay as they were (the runtime may retry message by message).
         """
         vectors = self._vectors(batch.vectors) if batch.vectors is not None and len(batch) else None
-        offsets = self.tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
-        written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes())
+        before = self.tracker.copy()
+        try:
+            offsets = self.tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
+            written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes())
+        except BaseException:
+            self.tracker = before  # nothing was written: the batch's offsets are not done
+            raise
         if vectors is not None:
             self._apply(batch.ids, vectors)
         self.written += written

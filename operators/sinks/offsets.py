@@ -60,6 +60,14 @@ class OffsetTracker:
             for first, last, parts, seen in doc.get("parts", []):
                 self._parts[(key, int(first), int(last), int(parts))] = {int(p) for p in seen}
 
+    def copy(self) -> "OffsetTracker":
+        """An independent copy (to roll back to if a write fails after :meth:`complete`)."""
+        twin = OffsetTracker(self._next)
+        twin._pending = {k: list(v) for k, v in self._pending.items()}
+        twin._parts = {k: set(v) for k, v in self._parts.items()}
+        twin._changed = set(self._changed)
+        return twin
+
     def state_changes(self) -> dict[PartitionKey, bytes | None]:
         """The state of every partition changed since the last call (``None``: nothing left)."""
         out: dict[PartitionKey, bytes | None] = {}

@@ -12,6 +12,11 @@ offsets found there. That stop is exact because letters are written when a messa
 first read, and first reads of a partition happen in offset order (a restarted source only
 re-reads offsets that earlier runs already read). The scan reads at most
 ``max_scan`` letters; beyond that it warns and sends (at-least-once).
+
+*Late* letters, for messages an operator or the sink failed on (``sv-dlq-late: 1``), are
+written after their message was read, out of offset order, so the scan counts them but never
+stops at them. A late letter's message was first read after every read-time letter of a
+lower offset was written, so the stop stays exact.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from operators.kafka.settings import KafkaSettings, ensure_topic
 log = logging.getLogger(__name__)
 
 H_TOPIC, H_PARTITION, H_OFFSET, H_GROUP = "sv-dlq-topic", "sv-dlq-partition", "sv-dlq-offset", "sv-dlq-group"
+H_LATE = "sv-dlq-late"
 PartitionKey = tuple[str, int]
 
 
@@ -62,18 +68,27 @@ class DeadLetters:
         self._known.pop(key, None)
         self._resume[key] = resume
 
-    def send(self, record: Any, exc: BaseException) -> bool:
-        """Dead-letter ``record`` for ``exc`` unless it already was; ``True`` if sent now."""
+    def send(self, record: Any, exc: BaseException, *, late: bool = False) -> bool:
+        """Dead-letter ``record`` for ``exc`` unless it already was; ``True`` if sent now.
+
+        ``late``: the message failed after it was read (downstream), possibly on a partition
+        this source does not hold: it is looked up from its own offset.
+        """
         key = (record.topic, record.partition)
-        if key not in self._known:
-            self._known[key] = self._letters_since(record.topic, record.partition, self._resume.get(key, 0))
-        if record.offset in self._known.get(key, ()):
+        if late and key not in self._resume:
+            known = self._letters_since(record.topic, record.partition, record.offset)
+        else:
+            if key not in self._known:
+                self._known[key] = self._letters_since(record.topic, record.partition, self._resume.get(key, 0))
+            known = self._known[key]
+        if record.offset in known:
             return False
+        known.add(record.offset)
         producer = self._open(record.topic)
         headers = [(k, v) for k, v in (record.headers or []) if not k.startswith("sv-dlq-") and k != wire.H_ERROR]
         headers += [(wire.H_ERROR, wire.error_header(exc)), (H_TOPIC, record.topic.encode()),
                     (H_PARTITION, str(record.partition).encode()), (H_OFFSET, str(record.offset).encode()),
-                    (H_GROUP, self.group_id.encode())]
+                    (H_GROUP, self.group_id.encode())] + ([(H_LATE, b"1")] if late else [])
         value = record.value or b""
         if len(value) > self.max_message_bytes:  # keep the letter within what the broker takes
             value = value[:self.max_message_bytes]
@@ -150,9 +165,10 @@ class DeadLetters:
                             or headers.get(H_GROUP, self.group_id.encode()) != self.group_id.encode()):
                         continue
                     offset = int(headers.get(H_OFFSET, b"-1"))
-                    if offset < resume:
-                        return found  # letters are in offset order: the rest are older
-                    found.add(offset)
+                    if offset >= resume:
+                        found.add(offset)
+                    elif H_LATE not in headers:
+                        return found  # read-time letters are in offset order: the rest are older
                 scanned += end - lo
                 if scanned >= self.max_scan:
                     log.warning("dead letters of %s/%d: scanned %d letters without reaching offset %d; "

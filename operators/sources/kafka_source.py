@@ -14,8 +14,8 @@ as ``[topic, partition, first, last, base, part, parts]``; the sink's
 this replica a partition), and ``commit()`` copies them to Kafka for lag monitoring.
 
 Bad messages (empty, oversize, unknown ``sv-version``, bad headers, corrupt JPEG, truncated
-segment, wrong shape, or a record the Kafka client itself cannot parse) go to ``<topic>.dlq``
-once each (:mod:`operators.sources.dead_letters`) with the original key, value and headers
+segment, wrong shape, a record the Kafka client itself cannot parse, or one an operator or the
+sink fails on: :mod:`operators.quarantine`) go to ``<topic>.dlq`` once each (:mod:`operators.sources.dead_letters`) with the original key, value and headers
 plus an ``sv-error`` header; they are counted (``stats()``, ``meta["dead_letters"]``) and
 their offsets reported done once the dead letter is acknowledged, while good messages keep
 flowing.
@@ -160,6 +160,7 @@ class KafkaSource(Source):
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
         self._consumer: Any = None
+        self._fetcher: Any = None  # reads back the messages rejected downstream
         self._dlq = DeadLetters(self.settings, group_id, self.limits.message_bytes)
         self._stored: dict[PartitionKey, int] = {}
         self._base: dict[PartitionKey, int | None] = {}
@@ -258,11 +259,28 @@ class KafkaSource(Source):
         if mine:
             self._consumer.commit_async(mine)
 
+    def reject(self, messages: list[list[Any]]) -> FrameBatch:
+        """Dead-letter messages an operator or the sink failed on (``processing-failed``, with
+        their original key, value and headers read back from the topic); once the letters are
+        acknowledged, return the empty batch that completes their offsets."""
+        pending = _Pending()
+        for topic, partition, offset, reason, ranges in messages:
+            if topic not in self.topics:
+                continue
+            record = self._fetch(str(topic), int(partition), int(offset))
+            self._dead_letter(record, wire.ProcessingFailed(str(reason)), pending, late=True)
+            pending.ranges.extend(list(r) for r in ranges)
+        self._dlq.confirm()
+        return self._finish(pending)
+
     def close(self) -> None:
         """Flush dead letters and leave the group."""
         try:
             self._dlq.close()
         finally:
+            if self._fetcher is not None:
+                self._fetcher.close()
+                self._fetcher = None
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
                 self._consumer = None
@@ -491,14 +509,36 @@ class KafkaSource(Source):
         )
 
     # ------------------------------------------------------------------ dead letters
-    def _dead_letter(self, record: Any, exc: BaseException, pending: _Pending) -> None:
+    def _fetch(self, topic: str, partition: int, offset: int) -> Any:
+        """The record at ``offset``, or its coordinates alone if it is gone or unparsable."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._fetcher is None:
+            fetch = self.limits.message_bytes + 1024 * 1024
+            self._fetcher = KafkaConsumer(**self.settings.client_config("consumer"), enable_auto_commit=False,
+                                          max_partition_fetch_bytes=fetch, fetch_max_bytes=max(fetch, 50 * 1024 * 1024))
+        tp = TopicPartition(topic, partition)
+        self._fetcher.assign([tp])
+        self._fetcher.seek(tp, offset)
+        deadline = time.monotonic() + 10.0
+        try:
+            while time.monotonic() < deadline:
+                for records in self._fetcher.poll(timeout_ms=500, max_records=1).values():
+                    for record in records:
+                        if record.offset >= offset:
+                            return record if record.offset == offset else _Unparsable(topic, partition, offset)
+        except Exception as exc:  # noqa: BLE001 - the record may be one the client cannot parse
+            log.warning("kafka source: cannot read back %s/%d@%d: %s", topic, partition, offset, exc)
+        return _Unparsable(topic, partition, offset)
+
+    def _dead_letter(self, record: Any, exc: BaseException, pending: _Pending, *, late: bool = False) -> None:
         reason = wire.error_header(exc)
         self._counts["dead_letters"] += 1
         self._reasons[wire.error_reason(reason)] += 1
         log.warning("kafka source: %s/%d@%d is a dead letter: %s", record.topic, record.partition,
                     record.offset, reason.decode(errors="replace"))
         pending.dead_letters.append([record.topic, record.partition, record.offset, wire.error_reason(reason)])
-        if self.dead_letters and not self._dlq.send(record, exc):
+        if self.dead_letters and not self._dlq.send(record, exc, late=late):
             self._counts["dead_letters_already_sent"] += 1
 
 

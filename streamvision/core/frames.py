@@ -145,6 +145,20 @@ class FrameBatch:
             meta=merge_meta([b.meta for b in batches]),
         )
 
+    def take(self, index: np.ndarray | Sequence[int]) -> "FrameBatch":
+        """The frames at ``index`` (an integer array or boolean mask), with the same ``meta``."""
+        idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, np.int64)
+        pick = idx.tolist()
+        return FrameBatch(
+            keys=[self.keys[i] for i in pick],
+            cameras=[self.cameras[i] for i in pick],
+            frame_no=self.frame_no[idx],
+            pts=self.pts[idx],
+            wall_time=self.wall_time[idx],
+            images=self.images[idx],
+            meta=dict(self.meta),
+        )
+
     def frames(self) -> Iterator[Frame]:
         """The batch as :class:`Frame` objects (for tests and plain loops, not hot paths)."""
         for i, raw in enumerate(self.keys):
