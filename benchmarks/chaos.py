@@ -10,7 +10,9 @@
    but the vector log) and the index ids equal the reference's. ``lost``: reference frames or
    index ids missing; ``duplicated``: index entries beyond the unique ids.
 2. **poison**: the hostile messages of ``tests/integration/test_poison_messages.py`` between
-   good frames; each must be dead-lettered once, also when the topic is read again.
+   good frames, and the two messages of ``tests/integration/test_failing_operators.py`` that an
+   operator and the sink fail on; each must be dead-lettered once, also when the topic is read
+   again.
 3. **fuzz**: the codec fuzzer of ``tests/operators/test_wire_fuzz.py`` for ``--fuzz-seconds``.
 
     python benchmarks/chaos.py --out out/
@@ -60,6 +62,7 @@ from operators.sinks.store_sink import StoreSink  # noqa: E402
 from operators.sources.kafka_source import KafkaSource  # noqa: E402
 from operators.stores.lineage_store import COLUMN_FAMILIES, LineageStore  # noqa: E402
 from streamvision.plan.dataflow import Dataflow  # noqa: E402
+from tests.integration import test_failing_operators as failing  # noqa: E402
 from tests.integration import test_poison_messages as poison  # noqa: E402
 from tests.operators.test_wire_fuzz import fuzz_run  # noqa: E402
 
@@ -210,15 +213,25 @@ def _letters(servers: str) -> list[Any]:
 
 
 def poison_cases(broker: Any, images: list, root: Path) -> dict[str, Any]:
-    """Each hostile message dead-lettered once with its reason, also when the topic is read again."""
+    """Each hostile message dead-lettered once with its reason, also when the topic is read again;
+    so is each message that an operator or the sink fails on."""
     reasons, _ = poison.send_poisoned(broker.bootstrap_servers, poison.TOPIC, images, vtest_video())
     first = streamvision.run(poison._flow(broker, root / "poison-a")).sources["kafka"]
     again = streamvision.run(poison._flow(broker, root / "poison-b")).sources["kafka"]
     letters = _letters(broker.bootstrap_servers)
     got = [(int(dict(r.headers)["sv-dlq-offset"]), dict(r.headers)["sv-error"].split(b":")[0].decode())
            for r in letters]
-    return {"poison_cases": len(reasons), "poison_dead_lettered": len({o for o, _ in got}),
-            "poison_letters_written": len(letters), "poison_reasons_match": [r for _, r in got] == reasons,
+    # and the messages an operator or the sink fails on, read twice by one group
+    failing.send_messages(broker.bootstrap_servers, vtest_video())
+    for name in ("failing-a", "failing-b"):
+        streamvision.run(failing.flow(broker.bootstrap_servers, root / name))
+    late = failing.letters(broker.bootstrap_servers)
+    late_got = [int(dict(r.headers)["sv-dlq-offset"]) for r in late]
+    late_expected = [failing.OPERATOR_FAILS, failing.SINK_FAILS]
+    return {"poison_cases": len(reasons) + len(late_expected),
+            "poison_dead_lettered": len({o for o, _ in got}) + len(set(late_got) & set(late_expected)),
+            "poison_letters_written": len(letters) + len(late),
+            "poison_reasons_match": [r for _, r in got] == reasons and late_got == late_expected,
             "poison_rss_mb": max(first.get("max_rss_mb", 0), again.get("max_rss_mb", 0))}
 
 

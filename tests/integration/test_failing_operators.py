@@ -36,9 +36,14 @@ TOPIC, MESSAGES, OPERATOR_FAILS, SINK_FAILS = "failing", 12, 5, 9
 
 @pytest.fixture(scope="module")
 def sent(broker, vtest_path) -> list[bytes]:
+    return send_messages(broker.bootstrap_servers, vtest_path)
+
+
+def send_messages(servers: str, vtest_path: Path) -> list[bytes]:
+    """Twelve one-frame JPEG messages of vtest.avi (frame numbers 0..11); their payloads."""
     images = [im for _, (im, _) in zip(range(MESSAGES), FrameReader(str(vtest_path)))]
-    ensure_topic(KafkaSettings(broker.bootstrap_servers), TOPIC, partitions=1)
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=16 * 1024 * 1024)
+    ensure_topic(KafkaSettings(servers), TOPIC, partitions=1)
+    producer = KafkaProducer(bootstrap_servers=servers, max_request_size=16 * 1024 * 1024)
     values = []
     for i, image in enumerate(images):
         msg = wire.encode_image(image, camera="cam", ts=1000.0 + i, frame_no=i, quality=80)
@@ -84,26 +89,28 @@ def _user_operators() -> tuple[Operator, Operator]:
     return Picky(), Scaled()
 
 
-def _flow(broker, data: Path) -> Dataflow:
+def flow(servers: str, data: Path) -> Dataflow:
+    """The failing graph: twelve messages in, two of them rejected downstream."""
     picky, scaled = _user_operators()
-    source = KafkaSource(topic=TOPIC, bootstrap_servers=broker.bootstrap_servers, group_id="g-failing",
+    source = KafkaSource(topic=TOPIC, bootstrap_servers=servers, group_id="g-failing",
                          until_end=True, session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    flow = Dataflow("failing")
-    (flow.source(source, max_batch=4)
+    graph = Dataflow("failing")
+    (graph.source(source, max_batch=4)
          .then(WholeFramePatches(), num_cpus=0.25)
          .then(picky, num_cpus=0.25)
          .then(ColorHistogram(bins=4, grid=2), num_cpus=0.25)
          .then(scaled, num_cpus=0.25)
          .sink(StoreSink(data=str(data))))
-    return flow
+    return graph
 
 
-def _letters(broker) -> list:
-    dlq = KafkaConsumer(f"{TOPIC}.dlq", bootstrap_servers=broker.bootstrap_servers, auto_offset_reset="earliest",
+def letters(servers: str) -> list:
+    """Every letter in the topic's dead-letter topic."""
+    dlq = KafkaConsumer(f"{TOPIC}.dlq", bootstrap_servers=servers, auto_offset_reset="earliest",
                         consumer_timeout_ms=4000)
-    letters = list(dlq)
+    found = list(dlq)
     dlq.close()
-    return letters
+    return found
 
 
 def _stored(data: Path) -> tuple[list[int], dict]:
@@ -113,27 +120,27 @@ def _stored(data: Path) -> tuple[list[int], dict]:
 
 
 def test_messages_an_operator_or_the_sink_fails_on_are_dead_lettered_once(ray_cluster, broker, sent, tmp_path):
-    report = streamvision.run(_flow(broker, tmp_path / "a"))
+    report = streamvision.run(flow(broker.bootstrap_servers, tmp_path / "a"))
     stats = report.sources["kafka"]
     assert stats["messages"] == MESSAGES
     assert stats["dead_letters"] == stats["dead_letters.processing-failed"] == 2
     frames, offsets = _stored(tmp_path / "a")
     assert frames == [i for i in range(MESSAGES) if i not in (OPERATOR_FAILS, SINK_FAILS)]
     assert offsets == {(TOPIC, 0): MESSAGES}  # the rejected messages are done too
-    letters = _letters(broker)
-    assert [int(dict(r.headers)["sv-dlq-offset"]) for r in letters] == [OPERATOR_FAILS, SINK_FAILS]
-    assert [r.value for r in letters] == [sent[OPERATOR_FAILS], sent[SINK_FAILS]]  # the original bytes
-    errors = [dict(r.headers)["sv-error"].decode() for r in letters]
+    got = letters(broker.bootstrap_servers)
+    assert [int(dict(r.headers)["sv-dlq-offset"]) for r in got] == [OPERATOR_FAILS, SINK_FAILS]
+    assert [r.value for r in got] == [sent[OPERATOR_FAILS], sent[SINK_FAILS]]  # the original bytes
+    errors = [dict(r.headers)["sv-error"].decode() for r in got]
     # (the planner fuses the four operators into one node, named after them all)
     assert errors[0].startswith("processing-failed: whole_frame->picky->") and "cannot handle frame 5" in errors[0]
     assert errors[1].startswith("processing-failed: store") and "norm" in errors[1]
-    assert all(dict(r.headers)["sv-dlq-late"] == b"1" for r in letters)
+    assert all(dict(r.headers)["sv-dlq-late"] == b"1" for r in got)
 
     # the same group reads every message again into a fresh directory: no letter written twice
-    again = streamvision.run(_flow(broker, tmp_path / "b")).sources["kafka"]
+    again = streamvision.run(flow(broker.bootstrap_servers, tmp_path / "b")).sources["kafka"]
     assert again["dead_letters"] == again["dead_letters_already_sent"] == 2
-    assert len(_letters(broker)) == 2
+    assert len(letters(broker.bootstrap_servers)) == 2
     assert _stored(tmp_path / "b") == _stored(tmp_path / "a")
     # a rerun into the first directory has nothing left to do
-    rerun = streamvision.run(_flow(broker, tmp_path / "a")).sources["kafka"]
-    assert rerun["messages"] == 0 and len(_letters(broker)) == 2
+    rerun = streamvision.run(flow(broker.bootstrap_servers, tmp_path / "a")).sources["kafka"]
+    assert rerun["messages"] == 0 and len(letters(broker.bootstrap_servers)) == 2
