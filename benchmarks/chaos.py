@@ -74,7 +74,7 @@ HISTOGRAM = {"bins": 4, "grid": 2}
 
 _DRIVER = textwrap.dedent("""
     import sys
-    sys.path.insert(0, sys.argv[5] + "/benchmarks")
+    sys.path[:0] = [sys.argv[5], sys.argv[5] + "/benchmarks"]  # the checkout, installed or not
     import streamvision
     from chaos import flow
 
@@ -147,8 +147,9 @@ def _kill_driver(servers: str, data: Path, group: str, at: int) -> bool:
     script = Path(tempfile.mkdtemp(prefix="sv-chaos-")) / "driver.py"
     script.write_text(_DRIVER)
     address = ray.get_runtime_context().gcs_address
+    log = script.with_suffix(".log")
     proc = subprocess.Popen([sys.executable, str(script), servers, str(data), group, address, str(REPO)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     killed = False
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
@@ -160,6 +161,9 @@ def _kill_driver(servers: str, data: Path, group: str, at: int) -> bool:
         if not killed:
             proc.kill()
         proc.wait(60)
+    if not killed:
+        print(f"the driver ended before it was killed (exit {proc.returncode}); its log: {log}\n"
+              f"{log.read_text()[-3000:]}", file=sys.stderr)
     time.sleep(5.0)  # Ray tears down the dead driver's actors (the sink lets go of its batch)
     return killed
 

@@ -11,6 +11,7 @@ Routes (bodies and answers are JSON; answers are the documents of :mod:`operator
 ``POST /v1/join``                     ``{"left": W, "right": W, "t": 0.9, "limit": N}``
 ``POST /v1/lineage``                  ``{"patch_id": ID}`` (also ``GET /v1/lineage/{ID}``)
 ``POST /v1/stats``                    ``{}`` (also ``GET /v1/stats``)
+``POST /v1/sql``                      ``{"sql": "SELECT ...", "params": {"q": Q, "label": "car"}}``
 ====================================  ============================================================
 
 ``Q`` is a query in JSON (:mod:`operators.query.json_form`), ``W`` a filter

@@ -7,7 +7,8 @@ embedded client, Ray actors in the service). Every answer is one JSON-able docum
 * ``similar`` / ``threshold``: ``{"kind", "query", "results": [[match, ...] per query row]}``;
 * ``near_duplicates`` / ``join``: ``{"kind", "query", "count", "results": [{"score", "a", "b"}]}``;
 * ``lineage``: ``{"kind": "lineage", "patch_id", "chain": [patches..., frame]}``;
-* ``stats``: ``{"kind": "stats", "collection", "dim", "factory", "ntotal", "position", "shards"}``.
+* ``stats``: ``{"kind": "stats", "collection", "dim", "factory", "ntotal", "position", "shards"}``;
+* ``sql``: ``{"kind": "sql", "query", "plan", "columns", "rows", "count"}`` (:mod:`operators.query.sql`).
 
 A match is ``{"patch_id", "score", "lineage": {camera, frame_no, ts, wall_time, bbox, label,
 model, source}}``, where ``source`` is the file position or Kafka coordinates of its frame.
@@ -32,6 +33,8 @@ from operators.base import OperatorContext
 from operators.index.filters import Where, where_ids
 from operators.index.shard import as_matrix
 from operators.index.sharded import ShardSet
+from operators.query.json_form import decode_query
+from operators.query.sql import run_sql
 from operators.sources.image_folder import decode_image, read_image
 from operators.stores.lineage_store import LineageStore
 from streamvision.core.errors import ConfigError, InputError
@@ -39,7 +42,7 @@ from streamvision.core.frames import Frame, FrameBatch
 from streamvision.core.lineage import FileKey, FrameKeyCodec
 
 #: The queries :meth:`CollectionQueries.answer` dispatches.
-KINDS = ("similar", "threshold", "near_duplicates", "join", "lineage", "stats")
+KINDS = ("similar", "threshold", "near_duplicates", "join", "lineage", "stats", "sql")
 #: Most results any query returns in one answer (``k``, threshold and join results).
 MAX_RESULTS = 10_000
 _LINEAGE_FIELDS = ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "model")
@@ -231,6 +234,16 @@ class CollectionQueries:
         except KeyError as exc:
             raise InputError(f"no patch with id {patch_id} in collection {self.name!r}") from exc
         return {"kind": "lineage", "collection": self.name, "patch_id": int(patch_id), "chain": chain}
+
+    def sql(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One ``SELECT`` over the ``patches`` table, vector predicates answered by the index
+        (:mod:`operators.query.sql`); a parameter given in the JSON query form (``{"vector": ...}``,
+        ``{"image": ...}``, ``{"patch_id": ...}``) is decoded first."""
+        if params is not None and not isinstance(params, dict):
+            raise InputError(f"params must be an object of name -> value, got {params!r}")
+        decoded = {k: decode_query(v) if isinstance(v, dict) else v for k, v in (params or {}).items()}
+        doc = run_sql(self, sql, decoded)
+        return {**doc, "collection": self.name}
 
     def stats(self) -> dict[str, Any]:
         """Vectors held, dimension, factory, store position and per-shard facts."""

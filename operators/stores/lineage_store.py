@@ -528,6 +528,17 @@ class LineageStore:
             rows.append(np.frombuffer(raw, np.float32))
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
+    def row_ids(self) -> Iterator[int]:
+        """The id of every patch written as a row (by the sink or an import), camera by camera in
+        time order; not the pixel patches recorded only as the parents of feature patches."""
+        for key in self._cf["by_time"].keys():
+            yield id_from_bytes(key[-8:])
+
+    def find_vectors(self, ids: list[int]) -> list[np.ndarray | None]:
+        """Stored vectors of many patches at once (one multi-get), ``None`` where a patch has none."""
+        raws = self._cf["vectors"].get([id_bytes(int(pid)) for pid in ids]) if ids else []
+        return [None if raw is None else np.frombuffer(raw, np.float32) for raw in raws]
+
     def iter_vectors(self) -> Iterator[tuple[int, np.ndarray]]:
         """Every stored ``(patch id, vector)`` in id order (for rebuilding indexes)."""
         for key, raw in self.scan("vectors"):

@@ -13,11 +13,17 @@ import httpx
 
 from operators.index.filters import Where
 from operators.query.json_form import encode_query
+from operators.query.sql import vector_params
 from streamvision.api.query import Queries
 from streamvision.core.errors import InputError, StreamVisionError
 
 #: Seconds a request may take before the client gives up.
 DEFAULT_TIMEOUT_S = 60.0
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value for an SQL parameter (numpy scalars as Python numbers)."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
 
 
 class ServiceError(StreamVisionError):
@@ -51,6 +57,9 @@ class ServiceClient(Queries):
                 value = encode_query(value)
             elif key in ("where", "left", "right"):
                 value = Where.of(value).as_dict()
+            elif key == "params":  # SQL parameters: the DOT_PRODUCT ones travel as query forms
+                vector = vector_params(params["sql"])
+                value = {k: encode_query(v) if k in vector else _plain(v) for k, v in value.items()}
             body[key] = value
         if self.collection is not None:
             body["collection"] = self.collection

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from operators.index.sharded import STORE_DIRNAME, ShardedIndex
 from operators.query.engine import CollectionQueries
+from operators.query.sql import as_table
 from operators.sinks.collection_writer import read_manifest
 from operators.stores.lineage_store import LineageStore
 from streamvision.core.errors import InputError
@@ -65,7 +67,7 @@ class Queries(ABC):
     @abstractmethod
     def answer(self, kind: str, **params: Any) -> dict[str, Any]:
         """The JSON document answering query ``kind`` (``similar``, ``threshold``,
-        ``near_duplicates``, ``join``, ``lineage``, ``stats``)."""
+        ``near_duplicates``, ``join``, ``lineage``, ``stats``, ``sql``)."""
 
     def similar(self, query: Any, k: int = 10, where: Any = None) -> list[Match] | list[list[Match]]:
         """The ``k`` patches most similar to a query: an image (path, RGB array or encoded
@@ -93,6 +95,17 @@ class Queries(ABC):
     def stats(self) -> dict[str, Any]:
         """Vectors held, dimension, factory, store position and per-shard facts."""
         return self.answer("stats")
+
+    def sql(self, sql: str, **params: Any) -> pa.Table:
+        """Run one ``SELECT`` over the ``patches`` table; ``:name`` parameters come as keywords
+        (one used in ``DOT_PRODUCT(vector, :q)`` is a vector, an image or a patch id).
+
+        >>> sv.sql("SELECT patch_id FROM patches WHERE DOT_PRODUCT(vector, :q) > 0.9",
+        ...        q="frame.png")                                   # doctest: +SKIP
+        >>> sv.sql("SELECT count(DISTINCT frame_no) AS frames FROM patches "
+        ...        "WHERE label IN ('car', 'truck', 'bus')")        # doctest: +SKIP
+        """
+        return as_table(self.answer("sql", sql=sql, params=params))
 
     def close(self) -> None:
         """Release what the client holds."""

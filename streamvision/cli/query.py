@@ -7,6 +7,7 @@
     streamvision query join --data DIR --camera-a cam1 --camera-b cam2 --t 0.9 [--json]
     streamvision query stats --data DIR [--json]
     streamvision lineage PATCH_ID --data DIR [--json]
+    streamvision sql "SELECT ..." --data DIR|--service URL [--param q=IMAGE] [--json]
 
 A query is an IMAGE, ``--patch ID`` (that patch's stored vector) or ``--vectors FILE.npy``
 (one result list per row). ``--service URL`` asks a running service; ``--data DIR`` asks
@@ -113,7 +114,47 @@ def emit(doc: dict[str, Any], as_json: bool) -> None:
                           str(pair["b"]["patch_id"]), _source(pair["b"]["lineage"]))
         console.print(table)
         return
+    if doc["kind"] == "sql":
+        table = Table(*doc["columns"], title=f"{doc['count']} row(s)")
+        for row in doc["rows"]:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+        return
     console.print_json(json.dumps(doc))
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``--param``: an existing file is an image, then an integer (a patch id
+    where the parameter is a DOT_PRODUCT query), a number, a JSON list (a vector), else text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise InputError(f"--param takes NAME=VALUE, got {text!r}")
+    if Path(value).is_file():
+        return name, value
+    for parse in (int, float):
+        try:
+            return name, parse(value)
+        except ValueError:
+            pass
+    if value.startswith("["):
+        try:
+            return name, np.asarray(json.loads(value), np.float32)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"--param {name}: {value[:40]!r} is not a JSON list of numbers") from exc
+    return name, value
+
+
+def sql(
+    statement: str = typer.Argument(..., help="One SELECT over the `patches` table (or EXPLAIN SELECT ...)."),
+    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for :NAME (an image file, a patch id, "
+                                    "a number, a JSON vector or text); repeatable."),
+    data: Optional[Path] = _DATA, service: Optional[str] = _SERVICE, collection: Optional[str] = _COLLECTION,
+    token: Optional[str] = _TOKEN, as_json: bool = _JSON,
+) -> None:
+    """SQL over patches: DuckDB, with DOT_PRODUCT(vector, :q) predicates answered by the index."""
+    params = dict(_param(p) for p in param)
+    with open_target(data, service, token, collection) as sv:
+        emit(sv.answer("sql", sql=statement, params=params), as_json)
 
 
 @app.command("similar")

@@ -183,6 +183,24 @@ def test_a_written_frame_is_answerable_by_the_next_query(served, images):
         assert client.lineage(top.patch_id)[-1]["frame"]["file"] == "half.png"
 
 
+def test_sql_over_http_answers_like_the_embedded_client(served, reference):
+    service, data, port = served
+    q = _queries(reference)[0]
+    memsql = "SELECT patch_id FROM patches WHERE DOT_PRODUCT(vector, :q) > 0.9 ORDER BY patch_id"
+    per_camera = "SELECT camera, count(*) AS n FROM patches WHERE camera IN ('cam-a', 'cam-b') GROUP BY camera ORDER BY camera"
+    with _client(port) as client, streamvision.connect(data) as embedded:
+        served_ids = client.sql(memsql, q=q).column("patch_id").to_pylist()
+        assert served_ids == embedded.sql(memsql, q=q).column("patch_id").to_pylist()
+        assert set(served_ids) == {m.patch_id for m in client.threshold(q, 0.9)} and served_ids
+        assert client.sql(per_camera).to_pylist() == embedded.sql(per_camera).to_pylist()
+        with pytest.raises(InputError, match="only SELECT"):
+            client.sql("DELETE FROM patches")
+        with pytest.raises(InputError, match="colour"):
+            client.sql("SELECT colour FROM patches")
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/sql", json={"sql": "SELECT count(*) AS n FROM patches"})
+    assert response.status_code == 401  # the token guards SQL like every query
+
+
 def test_http_errors_are_400_with_a_message_and_change_nothing(served):
     service, data, port = served
     url = f"http://127.0.0.1:{port}"
