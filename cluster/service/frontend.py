@@ -10,6 +10,8 @@ Routes (bodies and answers are JSON; answers are the documents of :mod:`operator
 ``POST /v1/near_duplicates``          ``{"t": 0.97, "where": W, "limit": N}``
 ``POST /v1/join``                     ``{"left": W, "right": W, "t": 0.9, "limit": N}``
 ``POST /v1/lineage``                  ``{"patch_id": ID}`` (also ``GET /v1/lineage/{ID}``)
+``POST /v1/pixels``                   ``{"patch_id": ID}``: the crop as base64 PNG in JSON
+``GET  /v1/patches/{ID}/pixels``      the crop as ``image/png`` (``X-SV-Format``: the format)
 ``POST /v1/stats``                    ``{}`` (also ``GET /v1/stats``)
 ``POST /v1/sql``                      ``{"sql": "SELECT ...", "params": {"q": Q, "label": "car"}}``
 ====================================  ============================================================
@@ -25,6 +27,7 @@ writer acknowledged is answered by the next query.
 """
 
 
+import base64
 import hmac
 import json
 import tempfile
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 
@@ -174,6 +177,17 @@ class QueryFrontend:
         if collection:
             body["collection"] = collection
         return self._answer("lineage", body, request)
+
+    @app.get("/v1/patches/{patch_id}/pixels")
+    def pixels_get(self, patch_id: int, request: Request, collection: Optional[str] = None) -> Response:
+        """The exact crop of one patch as a PNG; ``X-SV-Format`` names the format that served it."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            doc = self.collections.get(collection).answer("pixels", {"patch_id": patch_id})
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+        return Response(base64.b64decode(doc["png"]), media_type="image/png", headers={"X-SV-Format": doc["format"]})
 
     @app.post("/v1/{kind}")
     async def query(self, kind: str, request: Request) -> JSONResponse:

@@ -6,7 +6,10 @@ embedded client, Ray actors in the service). Every answer is one JSON-able docum
 
 * ``similar`` / ``threshold``: ``{"kind", "query", "results": [[match, ...] per query row]}``;
 * ``near_duplicates`` / ``join``: ``{"kind", "query", "count", "results": [{"score", "a", "b"}]}``;
-* ``lineage``: ``{"kind": "lineage", "patch_id", "chain": [patches..., frame]}``;
+* ``lineage``: ``{"kind": "lineage", "patch_id", "chain": [patches..., frame]}``, the frame
+  saying which format can serve its pixels (``"pixels": "source"`` or ``None``);
+* ``pixels``: ``{"kind": "pixels", "patch_id", "format", "frame", "bbox", "shape", "png"}``, the
+  patch's exact crop as base64 PNG (:mod:`operators.stores.pixels`);
 * ``stats``: ``{"kind": "stats", "collection", "dim", "factory", "ntotal", "position", "shards"}``;
 * ``sql``: ``{"kind": "sql", "query", "plan", "columns", "rows", "count"}`` (:mod:`operators.query.sql`).
 
@@ -22,10 +25,12 @@ image (a path, an RGB ``uint8`` array, or encoded bytes such as a JPEG), or a pa
 
 from __future__ import annotations
 
+import base64
 import inspect
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from operators import registry
@@ -37,12 +42,13 @@ from operators.query.json_form import decode_query
 from operators.query.sql import run_sql
 from operators.sources.image_folder import decode_image, read_image
 from operators.stores.lineage_store import LineageStore
+from operators.stores.pixels import patch_pixels, source_format
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.frames import Frame, FrameBatch
 from streamvision.core.lineage import FileKey, FrameKeyCodec
 
 #: The queries :meth:`CollectionQueries.answer` dispatches.
-KINDS = ("similar", "threshold", "near_duplicates", "join", "lineage", "stats", "sql")
+KINDS = ("similar", "threshold", "near_duplicates", "join", "lineage", "pixels", "stats", "sql")
 #: Most results any query returns in one answer (``k``, threshold and join results).
 MAX_RESULTS = 10_000
 _LINEAGE_FIELDS = ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "model")
@@ -233,7 +239,24 @@ class CollectionQueries:
             chain = chain or self.store.lineage(int(patch_id))
         except KeyError as exc:
             raise InputError(f"no patch with id {patch_id} in collection {self.name!r}") from exc
+        frame = chain[-1]
+        if "frame" in frame and chain[0].get("frame_key"):
+            frame["pixels"] = source_format(bytes.fromhex(chain[0]["frame_key"]))
         return {"kind": "lineage", "collection": self.name, "patch_id": int(patch_id), "chain": chain}
+
+    def pixels(self, patch_id: int) -> dict[str, Any]:
+        """The exact crop of a patch from whichever format holds its frame, as a PNG."""
+        if isinstance(patch_id, bool) or not isinstance(patch_id, (int, np.integer)):
+            raise InputError(f"a patch id is an integer, got {patch_id!r}")
+        if self.store.patch(int(patch_id)) is None:
+            self._refresh()
+        found = patch_pixels(self.store, int(patch_id))
+        image = found.pop("image")
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise InputError(f"cannot encode the crop of patch {patch_id}")
+        return {"kind": "pixels", "collection": self.name, "patch_id": int(patch_id), **found,
+                "shape": list(image.shape), "png": base64.b64encode(png.tobytes()).decode("ascii")}
 
     def sql(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """One ``SELECT`` over the ``patches`` table, vector predicates answered by the index

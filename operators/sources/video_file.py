@@ -170,6 +170,35 @@ class VideoFileSource(Source):
         if keys:
             yield self._batch(images[: len(keys)], keys, frame_no, pts)
 
+    def frame(self, number: int) -> np.ndarray:
+        """Frame ``number`` (numbered as :meth:`read` numbers them) as ``(h, w, 3)`` RGB: a seek to
+        the keyframe before it (the container's index), then decoding forward to it, so the
+        pixels are those a sequential read decodes (DeepLens' encoded format).
+
+        Raises:
+            InputError: the file has no such frame, or decoding fails.
+        """
+        if self._container is None:
+            self.open()
+        container = self._container
+        assert container is not None
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        time_base = float(stream.time_base)
+        container.seek(max(0, int((number - 0.5) / rate / time_base)), stream=stream, backward=True)
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    raise InputError(f"{self.path}: frames without timestamps cannot be found by number")
+                found = int(round(float(frame.pts * time_base) * rate))
+                if found == number:
+                    return frame.to_ndarray(format="rgb24")
+                if found > number:
+                    break
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.path}: decoding frame {number} failed: {exc}") from exc
+        raise InputError(f"{self.path} has no frame {number}")
+
     def _batch(self, images: np.ndarray, keys: list[bytes], frame_no: list[int], pts: list[float]) -> FrameBatch:
         n = len(keys)
         return FrameBatch(

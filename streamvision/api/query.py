@@ -16,15 +16,19 @@ the same JSON documents (:mod:`operators.query.engine`).
 
 from __future__ import annotations
 
+import base64
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+
 from operators.index.sharded import STORE_DIRNAME, ShardedIndex
 from operators.query.engine import CollectionQueries
 from operators.query.sql import as_table
+from operators.sources.image_folder import decode_image
 from operators.sinks.collection_writer import read_manifest
 from operators.stores.lineage_store import LineageStore
 from streamvision.core.errors import InputError
@@ -67,7 +71,7 @@ class Queries(ABC):
     @abstractmethod
     def answer(self, kind: str, **params: Any) -> dict[str, Any]:
         """The JSON document answering query ``kind`` (``similar``, ``threshold``,
-        ``near_duplicates``, ``join``, ``lineage``, ``stats``, ``sql``)."""
+        ``near_duplicates``, ``join``, ``lineage``, ``pixels``, ``stats``, ``sql``)."""
 
     def similar(self, query: Any, k: int = 10, where: Any = None) -> list[Match] | list[list[Match]]:
         """The ``k`` patches most similar to a query: an image (path, RGB array or encoded
@@ -91,6 +95,10 @@ class Queries(ABC):
     def lineage(self, patch_id: int) -> list[dict[str, Any]]:
         """The chain from a patch up to its frame (patches first, the frame last)."""
         return self.answer("lineage", patch_id=patch_id)["chain"]
+
+    def pixels(self, patch_id: int) -> np.ndarray:
+        """The exact crop of a patch, ``(h, w, 3)`` uint8 RGB, from the format holding its frame."""
+        return decode_image(base64.b64decode(self.answer("pixels", patch_id=patch_id)["png"]))
 
     def stats(self) -> dict[str, Any]:
         """Vectors held, dimension, factory, store position and per-shard facts."""

@@ -7,6 +7,7 @@
     streamvision query similar|threshold|near-duplicates|join|stats ... (--data DIR | --service URL)
     streamvision lineage PATCH_ID --data DIR [--json]
     streamvision sql "SELECT ..." --data DIR [--param q=IMAGE]   SQL over patches (DuckDB + the index)
+    streamvision crop PATCH_ID --data DIR -o OUT.png   a patch's exact pixels, backtraced to its frame
     streamvision demo [--serve]                   the whole thing on a real sample video
     streamvision models list|pull NAME            pretrained models, fetched into the cache
     streamvision broker start|stop|status         the embedded Kafka-compatible broker
@@ -37,6 +38,7 @@ app = typer.Typer(help="StreamVision: streaming visual data on Ray.", no_args_is
 app.add_typer(cli_query.app, name="query")
 app.command("lineage")(cli_query.lineage)
 app.command("sql")(cli_query.sql)
+app.command("crop")(cli_query.crop)
 app.command("serve")(cli_serve.serve)
 app.command("import")(cli_serve.import_)
 app.add_typer(cli_models.app, name="models")

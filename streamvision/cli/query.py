@@ -8,6 +8,7 @@
     streamvision query stats --data DIR [--json]
     streamvision lineage PATCH_ID --data DIR [--json]
     streamvision sql "SELECT ..." --data DIR|--service URL [--param q=IMAGE] [--json]
+    streamvision crop PATCH_ID --data DIR -o OUT.png
 
 A query is an IMAGE, ``--patch ID`` (that patch's stored vector) or ``--vectors FILE.npy``
 (one result list per row). ``--service URL`` asks a running service; ``--data DIR`` asks
@@ -17,6 +18,7 @@ this process. ``--json`` prints the same JSON document the HTTP API answers.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -142,6 +144,24 @@ def _param(text: str) -> tuple[str, Any]:
         except (ValueError, TypeError) as exc:
             raise InputError(f"--param {name}: {value[:40]!r} is not a JSON list of numbers") from exc
     return name, value
+
+
+def crop(
+    patch_id: int = typer.Argument(..., help="Patch id."),
+    out: Path = typer.Option(..., "-o", "--out", help="PNG file to write the crop to."),
+    data: Optional[Path] = _DATA, service: Optional[str] = _SERVICE, collection: Optional[str] = _COLLECTION,
+    token: Optional[str] = _TOKEN, as_json: bool = _JSON,
+) -> None:
+    """Write the exact pixels of a patch (backtraced to its frame's original) as a PNG."""
+    with open_target(data, service, token, collection) as sv:
+        doc = sv.answer("pixels", patch_id=patch_id)
+    out.write_bytes(base64.b64decode(doc["png"]))
+    summary = {k: v for k, v in doc.items() if k != "png"} | {"out": str(out)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        Console().print(f"{out}: {doc['shape'][1]}x{doc['shape'][0]} crop of {_source({'source': doc['frame']})} "
+                        f"frame {doc['frame'].get('frame_no', '')}, from the {doc['format']} format")
 
 
 def sql(

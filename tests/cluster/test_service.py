@@ -201,6 +201,19 @@ def test_sql_over_http_answers_like_the_embedded_client(served, reference):
     assert response.status_code == 401  # the token guards SQL like every query
 
 
+def test_pixels_of_kafka_frames_are_a_clear_400(served, reference):
+    service, data, port = served
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with _client(port) as client:
+        pid = client.similar(_queries(reference)[0], k=1)[0].patch_id
+        assert client.lineage(pid)[-1]["pixels"] is None  # no format holds Kafka frames yet
+        with pytest.raises(InputError, match="frames of Kafka input are not stored"):
+            client.pixels(pid)
+    response = httpx.get(f"http://127.0.0.1:{port}/v1/patches/{pid}/pixels", headers=auth)
+    assert response.status_code == 400 and "not kept" in response.json()["error"]
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/patches/{pid}/pixels").status_code == 401
+
+
 def test_http_errors_are_400_with_a_message_and_change_nothing(served):
     service, data, port = served
     url = f"http://127.0.0.1:{port}"
