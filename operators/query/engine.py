@@ -7,7 +7,8 @@ embedded client, Ray actors in the service). Every answer is one JSON-able docum
 * ``similar`` / ``threshold``: ``{"kind", "query", "results": [[match, ...] per query row]}``;
 * ``near_duplicates`` / ``join``: ``{"kind", "query", "count", "results": [{"score", "a", "b"}]}``;
 * ``lineage``: ``{"kind": "lineage", "patch_id", "chain": [patches..., frame]}``, the frame
-  saying which format can serve its pixels (``"pixels": "source"`` or ``None``);
+  saying which format can serve its pixels (``"pixels"``: ``source``, ``frame-file``,
+  ``segments`` or ``None``);
 * ``pixels``: ``{"kind": "pixels", "patch_id", "format", "frame", "bbox", "shape", "png"}``, the
   patch's exact crop as base64 PNG (:mod:`operators.stores.pixels`);
 * ``stats``: ``{"kind": "stats", "collection", "dim", "factory", "ntotal", "position", "shards"}``;
@@ -241,7 +242,7 @@ class CollectionQueries:
             raise InputError(f"no patch with id {patch_id} in collection {self.name!r}") from exc
         frame = chain[-1]
         if "frame" in frame and chain[0].get("frame_key"):
-            frame["pixels"] = source_format(bytes.fromhex(chain[0]["frame_key"]))
+            frame["pixels"] = source_format(self.store, bytes.fromhex(chain[0]["frame_key"]))
         return {"kind": "lineage", "collection": self.name, "patch_id": int(patch_id), "chain": chain}
 
     def pixels(self, patch_id: int) -> dict[str, Any]:

@@ -198,7 +198,8 @@ class CollectionWriter:
         before = self.tracker.copy()
         try:
             offsets = self.tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
-            written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes())
+            written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes(),
+                                               messages=batch.meta.get("messages"))  # type: ignore[arg-type]
         except BaseException:
             self.tracker = before  # nothing was written: the batch's offsets are not done
             raise

@@ -70,6 +70,7 @@ class _Pending:
     wall_time: list[float] = field(default_factory=list)
     ranges: list[list[Any]] = field(default_factory=list)
     dead_letters: list[list[Any]] = field(default_factory=list)
+    messages: list[list[Any]] = field(default_factory=list)
     pixels: int = 0
 
     def size(self) -> tuple[int, int] | None:
@@ -102,6 +103,10 @@ class KafkaSource(Source):
         dead_letters: send bad messages to ``<topic>.dlq`` (``False``: only count and log them).
         limits: what one message may decode to and a batch may hold
             (:class:`~operators.limits.DecodeLimits`, or a dict of its fields over the defaults).
+        store_frames: ``"source"`` hands each good message's payload and headers on to the
+            sink (``meta["messages"]``), which keeps it as its frames' stored format (a JPEG,
+            PNG or raw message is a frame file, an H.264 message a segment); ``"none"`` keeps
+            no pixels.
         poll_timeout_ms: how long one poll waits for records.
         idle_yield_s: while the topic is idle, yield an empty batch this often, so that the
             runtime regains control (to stop or drain) instead of waiting in ``next()``.
@@ -124,6 +129,7 @@ class KafkaSource(Source):
         width: int | None = None,
         dead_letters: bool = True,
         limits: DecodeLimits | dict[str, int] | None = None,
+        store_frames: str = "source",
         poll_timeout_ms: int = 200,
         idle_yield_s: float = 1.0,
         idle_end_s: float = 30.0,
@@ -146,6 +152,9 @@ class KafkaSource(Source):
         self.until_end = until_end
         self.frame_size = None if height is None else (int(height), int(width))  # type: ignore[arg-type]
         self.dead_letters = dead_letters
+        if store_frames not in ("source", "none"):
+            raise ConfigError(f"kafka source: store_frames is 'source' or 'none', got {store_frames!r}")
+        self.store_frames = store_frames
         if isinstance(limits, dict):
             unknown = set(limits) - set(DecodeLimits.__dataclass_fields__)
             if unknown:
@@ -467,6 +476,10 @@ class KafkaSource(Source):
             ready.append(self._finish(pending))
             pending = _Pending()
         parts = max(1, -(-n // max_batch))
+        if self.store_frames == "source":
+            header = decoded.header
+            pending.messages.append([record.topic, record.partition, record.offset, header.camera, header.ts,
+                                     [[k, v.decode("latin-1")] for k, v in record.headers or []], record.value])
         for part in range(parts):
             lo, hi = part * max_batch, min(n, (part + 1) * max_batch)
             for i in range(lo, hi):
@@ -501,6 +514,8 @@ class KafkaSource(Source):
         meta: dict[str, object] = {"offset_ranges": pending.ranges}
         if pending.dead_letters:
             meta["dead_letters"] = pending.dead_letters
+        if pending.messages:
+            meta["messages"] = pending.messages
         images = np.stack(pending.images) if pending.images else np.zeros((0, *size, 3), np.uint8)
         return FrameBatch(
             keys=pending.keys, cameras=pending.cameras,

@@ -64,6 +64,11 @@ _OFFSET_STATE = _SEP + b"state"
 #: default lets each of the ten column families buffer up to 128 MB).
 MEMTABLE_BUDGET_BYTES = 32 << 20
 _PATCH_REF = b"P"
+_MESSAGE, _MESSAGE_TIME = b"m", b"t"  # segments family: message payloads, and their time index
+
+
+def _message_key(topic: str, partition: int, offset: int) -> bytes:
+    return topic.encode() + _SEP + struct.pack(">IQ", partition, offset)
 
 
 def _ts_us(seconds: float) -> bytes:
@@ -280,7 +285,8 @@ class LineageStore:
 
     # ------------------------------------------------------------------ writes
     def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None,
-                      offset_state: dict[tuple[str, int], bytes | None] | None = None) -> int:
+                      offset_state: dict[tuple[str, int], bytes | None] | None = None,
+                      messages: list[list[Any]] | None = None) -> int:
         """Write a batch of patches, their frames and lineage, in one ``WriteBatch``.
 
         Args:
@@ -289,6 +295,9 @@ class LineageStore:
                 in the same ``WriteBatch`` (the effectively-once protocol).
             offset_state: ``(topic, partition) -> state`` of the ranges done past that
                 offset (:class:`~operators.sinks.offsets.OffsetTracker`); ``None`` deletes it.
+            messages: Kafka messages kept as their frames' stored format, each
+                ``[topic, partition, offset, camera, ts, headers, value]`` (``headers`` as
+                ``[name, latin-1 text]``), in the ``segments`` family (see :meth:`message`).
 
         Returns:
             The number of patches written. Rewriting the same ids changes nothing.
@@ -327,6 +336,11 @@ class LineageStore:
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
                 wb.put(position + pid, b"", h["vector_log"])
+        for topic, partition, offset, camera, ts, headers, value in messages or []:
+            key = _message_key(str(topic), int(partition), int(offset))
+            head = json.dumps(headers).encode()
+            wb.put(_MESSAGE + key, struct.pack(">I", len(head)) + head + bytes(value), h["segments"])
+            wb.put(_MESSAGE_TIME + str(camera).encode() + _SEP + _ts_us(float(ts)) + key, b"", h["segments"])
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
         for (topic, partition), state in (offset_state or {}).items():
@@ -409,11 +423,12 @@ class LineageStore:
 
     def _put_parent(self, wb: rocksdict.WriteBatch, parent: int, links: dict[str, Any],
                     child_meta: dict[str, Any], frame_key: bytes) -> None:
-        """Store the pixel patch a feature patch was made from (its bbox, label, model)."""
+        """Store the pixel patch a feature patch was made from (its bbox, label, model, OCR text)."""
         h = self._handles
         grand = int(links.get("parent_parent", 0))
         ref = id_bytes(parent)
-        meta = {k: v for k, v in child_meta.items() if k in ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "score")}
+        meta = {k: v for k, v in child_meta.items()
+                if k in ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "score", "text")}
         meta.update(model=links.get("parent_model", ""), parent=grand, frame_key=frame_key.hex())
         up = _PATCH_REF + id_bytes(grand) if grand else frame_key
         wb.put(ref, json.dumps(meta).encode(), h["patches"])
@@ -527,6 +542,25 @@ class LineageStore:
                 raise KeyError(f"no vector stored for patch {pid}")
             rows.append(np.frombuffer(raw, np.float32))
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+
+    def message(self, topic: str, partition: int, offset: int) -> tuple[bytes, list[tuple[str, bytes]]] | None:
+        """``(value, headers)`` of a kept Kafka message, or ``None``."""
+        raw = self._cf["segments"].get(_MESSAGE + _message_key(topic, partition, offset))
+        if raw is None:
+            return None
+        n = struct.unpack(">I", raw[:4])[0]
+        headers = [(k, v.encode("latin-1")) for k, v in json.loads(raw[4:4 + n])]
+        return raw[4 + n:], headers
+
+    def messages_between(self, camera: str, start: float, end: float) -> Iterator[tuple[str, int, int]]:
+        """``(topic, partition, offset)`` of the kept messages of ``camera`` whose first frame is
+        in ``[start, end)`` seconds, in time order (a range seek)."""
+        head = _MESSAGE_TIME + camera.encode() + _SEP
+        for key in self.keys_between("segments", head + _ts_us(max(0.0, start)), head + _ts_us(max(0.0, end))):
+            rest = key[len(head) + 8:]
+            topic, tail = rest[:-12], rest[-12:]
+            partition, offset = struct.unpack(">IQ", tail)
+            yield topic[:-1].decode(), partition, offset
 
     def row_ids(self) -> Iterator[int]:
         """The id of every patch written as a row (by the sink or an import), camera by camera in

@@ -1,15 +1,16 @@
-"""Backtrace to pixels (DeepLens 5.1): the exact crop of any patch, from its frame's original.
+"""Backtrace to pixels (DeepLens 5.1): the exact crop of any patch, from the format holding its frame.
 
-A patch's lineage ends at a frame key. For frames of a file, the original is the stored
-format (DeepLens' *encoded file*, referenced where it was ingested from): a video frame is
-decoded by a seek to the keyframe before it and decoding forward
-(:meth:`~operators.sources.video_file.VideoFileSource.frame`), an image is read whole, and the
-patch's box is cut out as the pipeline cut it (:func:`~operators.detectors.patches.crop`), so
-the crop is bit-exact. Frames of Kafka messages are not kept by the store yet: their pixels
-are an :class:`~streamvision.core.errors.InputError` that says so.
+A patch's lineage ends at a frame key, and the frame's pixels come from one of two formats:
 
->>> source_format(FileKey("/nonexistent/v.avi", 3).encode()) is None
-True
+* ``source``: the file it was read from (DeepLens' *encoded file*, referenced where it was
+  ingested from): a video frame is decoded by a seek to the keyframe before it and decoding
+  forward (:meth:`~operators.sources.video_file.VideoFileSource.frame`), an image read whole;
+* ``frame-file`` / ``segments``: the Kafka message itself, kept by the sink in the ``segments``
+  family (``KafkaSource(store_frames="source")``, the default): a JPEG, PNG or raw message is a
+  frame file, an H.264 message a GOP-aligned segment, decoded again as the source decoded it.
+
+The patch's box is cut out as the pipeline cut it (:func:`~operators.detectors.patches.crop`),
+so the crop is bit-exact with the pipeline's (the decoders are deterministic).
 """
 
 from __future__ import annotations
@@ -20,32 +21,48 @@ from typing import Any
 import numpy as np
 
 from operators.detectors.patches import crop
+from operators.kafka import wire
 from operators.sources.image_folder import IMAGE_SUFFIXES, read_image
 from operators.sources.video_file import VideoFileSource
 from operators.stores.lineage_store import LineageStore
 from streamvision.core.errors import InputError
-from streamvision.core.lineage import FileKey, FrameKeyCodec
+from streamvision.core.lineage import FileKey, FrameKeyCodec, KafkaKey
 
-#: The format that serves a frame from the file it was read from.
-SOURCE = "source"
+#: The formats that can serve a frame: the file it was read from, a kept Kafka message
+#: holding one frame (JPEG, PNG, raw), a kept H.264 segment.
+SOURCE, FRAME_FILE, SEGMENTS = "source", "frame-file", "segments"
 
 
-def source_format(frame_key: bytes) -> str | None:
+def source_format(store: LineageStore, frame_key: bytes) -> str | None:
     """The format that can serve this frame's pixels now, or ``None``."""
     key = FrameKeyCodec.decode(frame_key)
-    return SOURCE if isinstance(key, FileKey) and Path(key.file).is_file() else None
+    if isinstance(key, FileKey):
+        return SOURCE if Path(key.file).is_file() else None
+    kept = store.message(key.topic, key.partition, key.offset)
+    return None if kept is None else _message_format(kept[1])
 
 
-def frame_image(frame_key: bytes) -> tuple[np.ndarray, str]:
+def _message_format(headers: list[tuple[str, bytes]]) -> str:
+    return SEGMENTS if dict(headers).get(wire.H_KIND) == wire.KIND_H264.encode() else FRAME_FILE
+
+
+def frame_image(store: LineageStore, frame_key: bytes) -> tuple[np.ndarray, str]:
     """``(RGB pixels, format)`` of a frame.
 
     Raises:
-        InputError: the frame came from Kafka (not kept), or its file is gone or unreadable.
+        InputError: a Kafka frame whose message was not kept, or a file that is gone or unreadable.
     """
     key = FrameKeyCodec.decode(frame_key)
-    if not isinstance(key, FileKey):
-        raise InputError(f"the pixels of {key.as_dict()} are not kept: frames of Kafka input are not "
-                         f"stored by this version (the broker may still hold the message)")
+    if isinstance(key, KafkaKey):
+        kept = store.message(key.topic, key.partition, key.offset)
+        if kept is None:
+            raise InputError(f"the pixels of {key.topic}/{key.partition}@{key.offset} are not kept (its source "
+                             f"ran with store_frames='none'); the broker may still hold the message")
+        value, headers = kept
+        images = wire.decode(value, headers).images
+        if not 0 <= key.index_in_message < len(images):
+            raise InputError(f"message {key.topic}/{key.partition}@{key.offset} has no frame {key.index_in_message}")
+        return images[key.index_in_message], _message_format(headers)
     path = Path(key.file)
     if not path.is_file():
         raise InputError(f"the original of this frame, {key.file}, is no longer there (paths are as "
@@ -64,7 +81,7 @@ def patch_pixels(store: LineageStore, patch_id: int) -> dict[str, Any]:
 
     Raises:
         InputError: no such patch, an imported vector (no frame behind it), or the frame's
-            pixels are not available (see :func:`frame_image`).
+            pixels are not kept (see :func:`frame_image`).
     """
     try:
         chain = store.lineage(int(patch_id))
@@ -74,10 +91,10 @@ def patch_pixels(store: LineageStore, patch_id: int) -> dict[str, Any]:
     if not patch.get("frame_key"):
         raise InputError(f"patch {patch_id} is an imported vector: no frame behind it")
     frame_key = bytes.fromhex(patch["frame_key"])
-    image, fmt = frame_image(frame_key)
+    image, fmt = frame_image(store, frame_key)
     box = np.asarray(patch.get("bbox") or [0, 0, image.shape[1], image.shape[0]], np.float32)
     return {"image": crop(image, box), "format": fmt, "frame": FrameKeyCodec.decode(frame_key).as_dict(),
             "bbox": [float(v) for v in box]}
 
 
-__all__ = ["SOURCE", "frame_image", "patch_pixels", "source_format"]
+__all__ = ["FRAME_FILE", "SEGMENTS", "SOURCE", "frame_image", "patch_pixels", "source_format"]

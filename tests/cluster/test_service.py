@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import psutil
@@ -201,16 +202,26 @@ def test_sql_over_http_answers_like_the_embedded_client(served, reference):
     assert response.status_code == 401  # the token guards SQL like every query
 
 
-def test_pixels_of_kafka_frames_are_a_clear_400(served, reference):
+def test_pixels_of_kafka_frames_come_from_the_kept_messages(served, reference, images):
     service, data, port = served
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    first = {"cam-a": 0, "cam-b": PER_CAMERA, "cam-c": 2 * PER_CAMERA, "cam-d": 3 * PER_CAMERA}
     with _client(port) as client:
-        pid = client.similar(_queries(reference)[0], k=1)[0].patch_id
-        assert client.lineage(pid)[-1]["pixels"] is None  # no format holds Kafka frames yet
-        with pytest.raises(InputError, match="frames of Kafka input are not stored"):
-            client.pixels(pid)
-    response = httpx.get(f"http://127.0.0.1:{port}/v1/patches/{pid}/pixels", headers=auth)
-    assert response.status_code == 400 and "not kept" in response.json()["error"]
+        matches = client.similar(_queries(reference)[0], k=3)
+        for match in matches:
+            assert client.lineage(match.patch_id)[-1]["pixels"] == "frame-file"
+            crop = client.pixels(match.patch_id)
+            original = images[first[match.lineage["camera"]] + match.lineage["frame_no"]]
+            assert crop.shape == original.shape  # a whole-frame patch
+            # the JPEG the camera sent, decoded again: within the codec's error of the original
+            assert np.abs(crop.astype(np.int16) - original).mean() < 3.0
+        pid = matches[0].patch_id
+        png = httpx.get(f"http://127.0.0.1:{port}/v1/patches/{pid}/pixels", headers=auth)
+        assert png.status_code == 200 and png.headers["x-sv-format"] == "frame-file"
+        assert np.array_equal(cv2.cvtColor(cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR),
+                                           cv2.COLOR_BGR2RGB), client.pixels(pid))
+        with pytest.raises(InputError, match="no patch with id 12345"):
+            client.pixels(12345)
     assert httpx.get(f"http://127.0.0.1:{port}/v1/patches/{pid}/pixels").status_code == 401
 
 

@@ -17,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -273,6 +274,14 @@ def test_h264_segments_split_over_batches(ray_cluster, broker, vtest_path, tmp_p
             [(0, i) for i in range(20)] + [(1, i) for i in range(20)] + [(2, i) for i in range(10)])
         assert store.offsets() == {("vt-h264", 0): 3}
     assert len(_index_ids(data)) == 50
+    # the segments are kept: every frame's pixels come back, within H.264's error of the video
+    originals = [image for _, (image, _) in zip(range(50), FrameReader(str(vtest_path)))]
+    with streamvision.connect(data) as sv:
+        for match in sv.similar(sv.index.items()[1][0], k=50):
+            assert sv.lineage(match.patch_id)[-1]["pixels"] == "segments"
+            crop = sv.pixels(match.patch_id).astype(np.float64)
+            mse = np.mean((crop - originals[match.lineage["frame_no"]]) ** 2)
+            assert 10 * np.log10(255 ** 2 / mse) > 30.0  # PSNR in dB
 
 
 def test_bad_messages_land_in_the_dlq_while_good_ones_are_processed(ray_cluster, broker, images, tmp_path):
