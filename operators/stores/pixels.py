@@ -16,7 +16,7 @@ so the crop is bit-exact with the pipeline's (the decoders are deterministic).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -26,11 +26,14 @@ from operators.sources.image_folder import IMAGE_SUFFIXES, read_image
 from operators.sources.video_file import VideoFileSource
 from operators.stores.lineage_store import LineageStore
 from streamvision.core.errors import InputError
+from streamvision.core.frames import FrameBatch
 from streamvision.core.lineage import FileKey, FrameKeyCodec, KafkaKey
 
 #: The formats that can serve a frame: the file it was read from, a kept Kafka message
 #: holding one frame (JPEG, PNG, raw), a kept H.264 segment.
 SOURCE, FRAME_FILE, SEGMENTS = "source", "frame-file", "segments"
+#: Longest segment :func:`load` expects: messages starting this long before a range are decoded too.
+SEGMENT_SLACK_S = 10.0
 
 
 def source_format(store: LineageStore, frame_key: bytes) -> str | None:
@@ -76,6 +79,53 @@ def frame_image(store: LineageStore, frame_key: bytes) -> tuple[np.ndarray, str]
         source.close()
 
 
+def load(store: LineageStore, camera_or_file: str, *, time_range: tuple[float, float] | None = None,
+         every: int = 1, max_batch: int = 16) -> Iterator[FrameBatch]:
+    """The frames of a camera (kept Kafka messages) or of a video file, in time order, as batches.
+
+    ``time_range = (start, end)`` seconds is pushed down: a file is read from a seek to the
+    keyframe before ``start`` and stops at ``end``; a camera's messages are found by a range seek
+    on their time index (by the ``sv-ts`` of their first frame, so a segment that starts up to
+    ``SEGMENT_SLACK_S`` before ``start`` is decoded too), and only the frames inside the range are
+    yielded. ``every`` keeps every N-th frame.
+
+    Raises:
+        InputError: neither a readable file nor a camera with kept messages in the range.
+    """
+    if every < 1:
+        raise InputError(f"every must be >= 1, got {every}")
+    start, end = time_range if time_range is not None else (0.0, None)
+    if Path(camera_or_file).is_file():
+        source = VideoFileSource(path=camera_or_file, start=start, end=end, every=every, verify=False)
+        try:
+            source.open()
+            yield from source.read(max_batch)
+        finally:
+            source.close()
+        return
+    found = False
+    seen = 0
+    hi = end if end is not None else float(2 ** 40)
+    for topic, partition, offset in store.messages_between(camera_or_file, max(0.0, start - SEGMENT_SLACK_S), hi):
+        kept = store.message(topic, partition, offset)
+        if kept is None:
+            continue
+        found = True
+        decoded = wire.decode(*kept)
+        inside = [i for i in range(len(decoded)) if start <= decoded.wall_time[i] < hi]
+        keep = [i for n, i in enumerate(inside, seen) if n % every == 0]
+        seen += len(inside)
+        for lo in range(0, len(keep), max_batch):
+            rows = keep[lo:lo + max_batch]
+            yield FrameBatch(
+                keys=[KafkaKey(topic, partition, offset, i).encode() for i in rows],
+                cameras=[camera_or_file] * len(rows), frame_no=decoded.frame_no[rows],
+                pts=decoded.pts[rows], wall_time=decoded.wall_time[rows], images=decoded.images[rows])
+    if not found:
+        raise InputError(f"{camera_or_file!r} is neither a video file nor a camera with kept frames "
+                         f"in {time_range or 'any time'}")
+
+
 def patch_pixels(store: LineageStore, patch_id: int) -> dict[str, Any]:
     """The crop of a patch: ``{"image": (h, w, 3) uint8, "format", "frame", "bbox"}``.
 
@@ -97,4 +147,4 @@ def patch_pixels(store: LineageStore, patch_id: int) -> dict[str, Any]:
             "bbox": [float(v) for v in box]}
 
 
-__all__ = ["FRAME_FILE", "SEGMENTS", "SOURCE", "frame_image", "patch_pixels", "source_format"]
+__all__ = ["FRAME_FILE", "SEGMENTS", "SOURCE", "frame_image", "load", "patch_pixels", "source_format"]

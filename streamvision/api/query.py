@@ -20,7 +20,7 @@ import base64
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +31,9 @@ from operators.query.sql import as_table
 from operators.sources.image_folder import decode_image
 from operators.sinks.collection_writer import read_manifest
 from operators.stores.lineage_store import LineageStore
+from operators.stores.pixels import load
 from streamvision.core.errors import InputError
+from streamvision.core.frames import FrameBatch
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,12 @@ class Collection(Queries):
     def answer(self, kind: str, **params: Any) -> dict[str, Any]:
         """Answer in this process (see :class:`Queries`)."""
         return self.queries.answer(kind, params)
+
+    def load(self, camera_or_file: str, *, time_range: tuple[float, float] | None = None,
+             every: int = 1) -> Iterator[FrameBatch]:
+        """Frames of a camera (its kept Kafka messages) or a video file, only those in
+        ``time_range`` decoded (:func:`operators.stores.pixels.load`)."""
+        return load(self.store, camera_or_file, time_range=time_range, every=every)
 
     def close(self) -> None:
         """Close the shards' threads and the store."""
