@@ -120,6 +120,10 @@ class LiveShard:
             return IndexShard(dim, factory, **self._options), 0
         try:
             meta = json.loads(meta_path.read_text())
+            fields = {"factory": str, "dim": int, "ntotal": int, "position": int}
+            if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) or isinstance(meta.get(k), bool)
+                                                 for k, t in fields.items()):
+                raise InputError(f"{meta_path} is not a snapshot record ({', '.join(fields)})")
             if meta["factory"] != factory or meta["dim"] != dim:
                 raise ConfigError(
                     f"{self.dir} holds a {meta['factory']!r} index of dim {meta['dim']}, "

@@ -86,6 +86,7 @@ class SqlPlan:
     dot_params: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
     uses_vector: bool = False             # ``vector`` itself is selected
+    columns: frozenset[str] = frozenset(COLUMNS)  # the columns the statement reads
 
     def describe(self) -> list[dict[str, Any]]:
         """The plan as rows (what ``EXPLAIN`` returns)."""
@@ -184,6 +185,8 @@ def plan_sql(text: str) -> SqlPlan:
     plan = SqlPlan(statement=statement, explain=explain)
     plan.params = sorted({str(p.name) for p in statement.find_all(exp.Placeholder)})
     plan.dot_params = sorted({_dot_param(d) for d in statement.find_all(exp.DotProduct)})
+    star = any(not isinstance(star.parent, exp.Func) for star in statement.find_all(exp.Star))
+    plan.columns = frozenset(COLUMNS) if star else frozenset(c.name for c in statement.find_all(exp.Column))
     plan.uses_vector = any(c.name == "vector" and not isinstance(c.parent, exp.DotProduct)
                            for c in statement.find_all(exp.Column)) or any(
         not isinstance(star.parent, exp.Func) for star in statement.find_all(exp.Star))
@@ -293,6 +296,11 @@ def _candidate_ids(engine: _Searcher, plan: SqlPlan, vectors: dict[str, np.ndarr
 
 def _table(engine: _Searcher, plan: SqlPlan, ids: np.ndarray, scores: dict[str, np.ndarray],
            vectors: dict[str, np.ndarray]) -> pa.Table:
+    """The candidates as the ``patches`` table: their metadata only if a column of it is read
+    (the MemSQL query reads ids and scores alone, straight from the index)."""
+    if not plan.columns - {"patch_id", "vector"} - {_dot_column(p) for p in plan.dot_params}:
+        return pa.table({"patch_id": pa.array(ids, pa.int64()),
+                         **_vector_columns(engine, plan, ids, scores, vectors)})
     metas = engine.store.patches(ids.tolist())
     keep = [i for i, m in enumerate(metas) if m is not None]
     ids = ids[keep]
@@ -313,6 +321,13 @@ def _table(engine: _Searcher, plan: SqlPlan, ids: np.ndarray, scores: dict[str, 
         "pts": pa.array([m.get("ts") for m in metas], pa.float64()),
         "wall_time": pa.array([m.get("wall_time") for m in metas], pa.float64()),
     }
+    return pa.table({**columns, **_vector_columns(engine, plan, ids, scores, vectors)})
+
+
+def _vector_columns(engine: _Searcher, plan: SqlPlan, ids: np.ndarray, scores: dict[str, np.ndarray],
+                    vectors: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+    """``vector`` (if read) and one score column per ``DOT_PRODUCT`` parameter."""
+    columns: dict[str, pa.Array] = {}
     need = [p for p in plan.dot_params if p not in scores]
     stored = engine.store.find_vectors(ids.tolist()) if need or plan.uses_vector else None
     if plan.uses_vector:
@@ -327,7 +342,7 @@ def _table(engine: _Searcher, plan: SqlPlan, ids: np.ndarray, scores: dict[str, 
             q = vectors[param][0]
             values = [None if v is None else float(v @ q) for v in stored]
         columns[_dot_column(param)] = pa.array(values, pa.float64())
-    return pa.table(columns)
+    return columns
 
 
 def run_sql(engine: _Searcher, text: str, params: dict[str, Any] | None = None) -> dict[str, Any]:

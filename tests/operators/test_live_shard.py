@@ -137,7 +137,7 @@ def test_a_rewritten_vector_replays_at_its_newer_position(tmp_path, vtest_patche
         np.testing.assert_allclose(stored, x[200:205][order], atol=1e-6)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "count"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "count", "types", "not-json"])
 def test_a_damaged_snapshot_is_rebuilt_from_the_store_with_a_warning(written, vtest_patches, caplog, damage):
     data, uninterrupted = written
     ids, x = vtest_patches.ids, vtest_patches.vectors
@@ -148,9 +148,14 @@ def test_a_damaged_snapshot_is_rebuilt_from_the_store_with_a_warning(written, vt
         (broken / SNAPSHOT_INDEX).write_bytes(raw[: len(raw) // 2])
     elif damage == "garbage":
         (broken / SNAPSHOT_INDEX).write_bytes(b"not a faiss index at all")
-    else:  # the index file is fine but not the one its snapshot.json describes
+    elif damage == "count":  # the index file is fine but not the one its snapshot.json describes
         meta = json.loads((broken / SNAPSHOT_META).read_text())
         (broken / SNAPSHOT_META).write_text(json.dumps({**meta, "ntotal": meta["ntotal"] + 1}))
+    elif damage == "types":  # a record of the right fields with values of the wrong types
+        meta = json.loads((broken / SNAPSHOT_META).read_text())
+        (broken / SNAPSHOT_META).write_text(json.dumps({**meta, "dim": str(meta["dim"]), "position": None}))
+    else:
+        (broken / SNAPSHOT_META).write_text("[1, 2")
     with caplog.at_level(logging.WARNING, logger="operators.index.live_shard"):
         with ShardedIndex.open(data, DIM, "Flat", SHARDS) as index:
             stats = index.stats()
