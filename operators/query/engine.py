@@ -40,7 +40,7 @@ from operators.index.filters import Where, where_ids
 from operators.index.shard import as_matrix
 from operators.index.sharded import ShardSet
 from operators.query.json_form import decode_query
-from operators.query.sql import run_sql
+from operators.query.sql import execute_sql, run_sql
 from operators.sources.image_folder import decode_image, read_image
 from operators.stores.lineage_store import LineageStore
 from operators.stores.pixels import patch_pixels, source_format
@@ -263,11 +263,17 @@ class CollectionQueries:
         """One ``SELECT`` over the ``patches`` table, vector predicates answered by the index
         (:mod:`operators.query.sql`); a parameter given in the JSON query form (``{"vector": ...}``,
         ``{"image": ...}``, ``{"patch_id": ...}``) is decoded first."""
+        return {**run_sql(self, sql, self._sql_params(params)), "collection": self.name}
+
+    def sql_table(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        """:meth:`sql`'s result as a pyarrow Table, without the JSON rows (the embedded client)."""
+        return execute_sql(self, sql, self._sql_params(params))[0]
+
+    @staticmethod
+    def _sql_params(params: dict[str, Any] | None) -> dict[str, Any]:
         if params is not None and not isinstance(params, dict):
             raise InputError(f"params must be an object of name -> value, got {params!r}")
-        decoded = {k: decode_query(v) if isinstance(v, dict) else v for k, v in (params or {}).items()}
-        doc = run_sql(self, sql, decoded)
-        return {**doc, "collection": self.name}
+        return {k: decode_query(v) if isinstance(v, dict) else v for k, v in (params or {}).items()}
 
     def stats(self) -> dict[str, Any]:
         """Vectors held, dimension, factory, store position and per-shard facts."""

@@ -478,7 +478,8 @@ class KafkaSource(Source):
         parts = max(1, -(-n // max_batch))
         if self.store_frames == "source":
             header = decoded.header
-            pending.messages.append([record.topic, record.partition, record.offset, header.camera, header.ts,
+            pending.messages.append([record.topic, record.partition, record.offset, header.camera,
+                                     float(decoded.wall_time[0]), float(decoded.wall_time[-1]),
                                      [[k, v.decode("latin-1")] for k, v in record.headers or []], record.value])
         for part in range(parts):
             lo, hi = part * max_batch, min(n, (part + 1) * max_batch)

@@ -296,8 +296,10 @@ class LineageStore:
             offset_state: ``(topic, partition) -> state`` of the ranges done past that
                 offset (:class:`~operators.sinks.offsets.OffsetTracker`); ``None`` deletes it.
             messages: Kafka messages kept as their frames' stored format, each
-                ``[topic, partition, offset, camera, ts, headers, value]`` (``headers`` as
-                ``[name, latin-1 text]``), in the ``segments`` family (see :meth:`message`).
+                ``[topic, partition, offset, camera, first_ts, last_ts, headers, value]``
+                (capture times of its first and last frame; ``headers`` as ``[name, latin-1
+                text]``), in the ``segments`` family (see :meth:`message`), with a time index
+                keyed by the last frame's time (see :meth:`messages_between`).
 
         Returns:
             The number of patches written. Rewriting the same ids changes nothing.
@@ -336,11 +338,12 @@ class LineageStore:
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
                 wb.put(position + pid, b"", h["vector_log"])
-        for topic, partition, offset, camera, ts, headers, value in messages or []:
+        for topic, partition, offset, camera, first_ts, last_ts, headers, value in messages or []:
             key = _message_key(str(topic), int(partition), int(offset))
             head = json.dumps(headers).encode()
             wb.put(_MESSAGE + key, struct.pack(">I", len(head)) + head + bytes(value), h["segments"])
-            wb.put(_MESSAGE_TIME + str(camera).encode() + _SEP + _ts_us(float(ts)) + key, b"", h["segments"])
+            wb.put(_MESSAGE_TIME + str(camera).encode() + _SEP + _ts_us(float(last_ts)) + key,
+                   _ts_us(float(first_ts)), h["segments"])
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
         for (topic, partition), state in (offset_state or {}).items():
@@ -553,14 +556,23 @@ class LineageStore:
         return raw[4 + n:], headers
 
     def messages_between(self, camera: str, start: float, end: float) -> Iterator[tuple[str, int, int]]:
-        """``(topic, partition, offset)`` of the kept messages of ``camera`` whose first frame is
-        in ``[start, end)`` seconds, in time order (a range seek)."""
+        """``(topic, partition, offset)`` of the kept messages of ``camera`` holding a frame in
+        ``[start, end)`` seconds, in time order: a seek to the first message whose last frame is
+        at or after ``start``, stopping at the first that begins at or after ``end`` (a camera's
+        messages follow each other in time), so it reads only the messages that overlap."""
         head = _MESSAGE_TIME + camera.encode() + _SEP
-        for key in self.keys_between("segments", head + _ts_us(max(0.0, start)), head + _ts_us(max(0.0, end))):
-            rest = key[len(head) + 8:]
-            topic, tail = rest[:-12], rest[-12:]
-            partition, offset = struct.unpack(">IQ", tail)
-            yield topic[:-1].decode(), partition, offset
+        lo, hi = struct.unpack(">Q", _ts_us(start))[0], struct.unpack(">Q", _ts_us(end))[0]
+        it = self._cf["segments"].iter()
+        it.seek(head + _ts_us(start))
+        while it.valid() and it.key().startswith(head):
+            key, first = it.key(), struct.unpack(">Q", it.value())[0]
+            if first >= hi:
+                return
+            if struct.unpack(">Q", key[len(head):len(head) + 8])[0] >= lo:
+                rest = key[len(head) + 8:]
+                partition, offset = struct.unpack(">IQ", rest[-12:])
+                yield rest[:-13].decode(), partition, offset
+            it.next()
 
     def row_ids(self) -> Iterator[int]:
         """The id of every patch written as a row (by the sink or an import), camera by camera in

@@ -32,8 +32,6 @@ from streamvision.core.lineage import FileKey, FrameKeyCodec, KafkaKey
 #: The formats that can serve a frame: the file it was read from, a kept Kafka message
 #: holding one frame (JPEG, PNG, raw), a kept H.264 segment.
 SOURCE, FRAME_FILE, SEGMENTS = "source", "frame-file", "segments"
-#: Longest segment :func:`load` expects: messages starting this long before a range are decoded too.
-SEGMENT_SLACK_S = 10.0
 
 
 def source_format(store: LineageStore, frame_key: bytes) -> str | None:
@@ -85,9 +83,9 @@ def load(store: LineageStore, camera_or_file: str, *, time_range: tuple[float, f
 
     ``time_range = (start, end)`` seconds is pushed down: a file is read from a seek to the
     keyframe before ``start`` and stops at ``end``; a camera's messages are found by a range seek
-    on their time index (by the ``sv-ts`` of their first frame, so a segment that starts up to
-    ``SEGMENT_SLACK_S`` before ``start`` is decoded too), and only the frames inside the range are
-    yielded. ``every`` keeps every N-th frame.
+    on their time index (:meth:`~operators.stores.lineage_store.LineageStore.messages_between`),
+    so only the messages holding a frame in the range are decoded, and only the frames inside
+    it are yielded. ``every`` keeps every N-th frame.
 
     Raises:
         InputError: neither a readable file nor a camera with kept messages in the range.
@@ -106,7 +104,7 @@ def load(store: LineageStore, camera_or_file: str, *, time_range: tuple[float, f
     found = False
     seen = 0
     hi = end if end is not None else float(2 ** 40)
-    for topic, partition, offset in store.messages_between(camera_or_file, max(0.0, start - SEGMENT_SLACK_S), hi):
+    for topic, partition, offset in store.messages_between(camera_or_file, start, hi):
         kept = store.message(topic, partition, offset)
         if kept is None:
             continue

@@ -152,6 +152,10 @@ class Collection(Queries):
         """Answer in this process (see :class:`Queries`)."""
         return self.queries.answer(kind, params)
 
+    def sql(self, sql: str, **params: Any) -> pa.Table:
+        """:meth:`Queries.sql`, the Arrow result handed over as DuckDB made it (no JSON rows)."""
+        return self.queries.sql_table(sql, params)
+
     def load(self, camera_or_file: str, *, time_range: tuple[float, float] | None = None,
              every: int = 1) -> Iterator[FrameBatch]:
         """Frames of a camera (its kept Kafka messages) or a video file, only those in
