@@ -99,14 +99,10 @@ class SqlPlan:
             step = "metadata index seeks (no vectors, no pixels)"
         else:
             step = "scan of every patch's metadata"
-        where = dict(self.where)
-        if self.labels:
-            where["label"] = self.labels
-        rows = [{"step": "candidates", "detail": step},
-                {"step": "where", "detail": Where.of(self.where).describe() if not self.labels
-                 else f"label in {self.labels} {Where.of(self.where).describe()}"},
+        where = Where.of(self.where).describe()
+        return [{"step": "candidates", "detail": step},
+                {"step": "where", "detail": f"label in {self.labels} {where}" if self.labels else where},
                 {"step": "duckdb", "detail": self.duckdb_sql()}]
-        return rows
 
     def duckdb_sql(self) -> str:
         """The statement DuckDB runs over the candidates."""
@@ -274,7 +270,7 @@ def _push(node: exp.Expression, where: dict[str, Any], plan: SqlPlan) -> bool:
 def _candidate_ids(engine: _Searcher, plan: SqlPlan, vectors: dict[str, np.ndarray]
                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Patch ids the statement can return, and the scores the index computed for them."""
-    spec = Where.of({k: v for k, v in plan.where.items() if v not in (math.inf, -math.inf)})
+    spec = Where.of(plan.where)
     if plan.search is not None:
         allowed = None if spec.is_empty else where_ids(engine.store, spec)
         q = vectors[plan.vector_param]  # type: ignore[index]
