@@ -7,6 +7,7 @@ status values and acks come back to the driver.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
@@ -71,9 +72,11 @@ def _ray_failure(exc: BaseException) -> bool:
 
 
 class _Instrumented:
-    """Per-node Prometheus metrics through ``ray.util.metrics``."""
+    """Per-node Prometheus metrics through ``ray.util.metrics``, and the process's CPU priority."""
 
-    def _init_metrics(self, node_id: str) -> None:
+    def _init_metrics(self, node_id: str, nice: int = 0) -> None:
+        if nice:  # the actor owns its worker process (Ray starts one per actor)
+            os.nice(nice)
         self._tags = {"node": node_id}
         self._items = metrics.Counter(
             "streamvision_items_total", description="Frames or patches processed.", tag_keys=("node",))
@@ -96,8 +99,9 @@ class SourceActor(_Instrumented):
     several sinks, from the least advanced of them: each partition resumes where every sink
     still needs it)."""
 
-    def __init__(self, node_id: str, source: Source, max_batch: int, sinks: list[Any], replicas: int = 1) -> None:
-        self._init_metrics(node_id)
+    def __init__(self, node_id: str, source: Source, max_batch: int, sinks: list[Any], replicas: int = 1,
+                 nice: int = 0) -> None:
+        self._init_metrics(node_id, nice)
         self.source = source
         self.max_batch = max_batch
         self.sinks = sinks
@@ -169,8 +173,8 @@ def least_advanced(stored: Sequence[dict[tuple[str, int], int]]) -> dict[tuple[s
 class OperatorActor(_Instrumented):
     """Runs one replica of a transform; the model stays loaded for the actor's life."""
 
-    def __init__(self, node_id: str, operator: Operator, context: OperatorContext) -> None:
-        self._init_metrics(node_id)
+    def __init__(self, node_id: str, operator: Operator, context: OperatorContext, nice: int = 0) -> None:
+        self._init_metrics(node_id, nice)
         self.operator = operator
         if context.device.startswith("cuda"):
             import torch
@@ -200,8 +204,8 @@ class SinkActor(_Instrumented):
     writer actor instead (``cluster.service.writer``): the service's shards are the index.
     """
 
-    def __init__(self, node_id: str, sink: Sink) -> None:
-        self._init_metrics(node_id)
+    def __init__(self, node_id: str, sink: Sink, nice: int = 0) -> None:
+        self._init_metrics(node_id, nice)
         self.sink = sink
         self._opened = False
         self._writer: Any = None

@@ -34,7 +34,7 @@ from cluster.actors import OperatorActor, SinkActor, SourceActor, least_advanced
 from cluster.local import ensure_ray
 from cluster.service import names
 from operators.base import OperatorContext
-from streamvision.plan.dataflow import Dataflow, Node
+from streamvision.plan.dataflow import SERVED_INGEST_NICE, Dataflow, Node
 from streamvision.core.errors import ConfigError, StreamVisionError
 
 _POLL_S = 0.02
@@ -139,6 +139,13 @@ def _actor_options(node: Node) -> dict[str, Any]:
     }
 
 
+def _nice(flow: Dataflow) -> dict[str, int]:
+    """Each node's ``os.nice`` increment: as its resources say, else 0, or ``SERVED_INGEST_NICE``
+    in a flow that writes into a served collection (its queries share these cores)."""
+    default = SERVED_INGEST_NICE if served_ray_address(flow) is not None else 0
+    return {n.id: default if n.resources.nice is None else n.resources.nice for n in flow.nodes}
+
+
 def _device(node: Node) -> str:
     return "cuda" if node.resources.num_gpus > 0 else "cpu"
 
@@ -167,16 +174,17 @@ class _Driver:
         """Create every actor at once, so that model loading overlaps the other actors' start-up;
         then open the sources (bad input fails before any write) and the sinks, and wait for the
         models."""
+        nice = _nice(self.flow)
         for node in self.flow.nodes:
             if node.kind == "sink":
-                actor = SinkActor.options(**_actor_options(node)).remote(node.id, node.component)
+                actor = SinkActor.options(**_actor_options(node)).remote(node.id, node.component, nice[node.id])
                 self.sinks[node.id] = _Pool(node, [actor])
         for node in self.flow.nodes:
             if node.kind == "operator":
                 actors = [
                     OperatorActor.options(**_actor_options(node)).remote(
                         node.id, node.component,
-                        OperatorContext(_device(node), max(1, int(node.resources.num_cpus)), i))
+                        OperatorContext(_device(node), max(1, int(node.resources.num_cpus)), i), nice[node.id])
                     for i in range(node.resources.replicas)
                 ]
                 self.pools[node.id] = _Pool(node, actors)
@@ -185,7 +193,7 @@ class _Driver:
                 actors = [
                     SourceActor.options(**_actor_options(node)).remote(
                         node.id, node.component, node.resources.max_batch, [self.sinks[s].actors[0] for s in below],
-                        node.resources.replicas)
+                        node.resources.replicas, nice[node.id])
                     for _ in range(node.resources.replicas)
                 ]
                 self.sources.append(_Source(node, actors))

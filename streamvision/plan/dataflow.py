@@ -43,6 +43,12 @@ from streamvision.core.errors import ConfigError, GraphValidationError
 from streamvision.core.types import PatchType, StreamType, check_edge, check_labels
 
 
+#: ``nice`` of a pipeline's actors when it writes into a served collection (see
+#: :attr:`Resources.nice`): Ray runs every worker at niceness 15, so these run at 19, below the
+#: service's shards and front end. Ingest is measured in frames per second and absorbs a wait in
+#: its queues; a query waiting behind a decoding actor for a core is what a user sees.
+SERVED_INGEST_NICE = 4
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -57,6 +63,10 @@ class Resources:
             queued upstream batches up to it (dynamic batching). ``None``: as they come.
         max_wait_ms: how long an operator holds a partial batch waiting for more input.
         max_in_flight: batches queued or running per edge (backpressure); ``None`` = 2 per replica.
+        nice: lowers the CPU priority of each actor's process by this much, as ``os.nice``
+            (Ray starts workers at niceness 15; the sum is capped at 19); ``None``: 0, or
+            :data:`SERVED_INGEST_NICE` when the flow writes into a served collection, so that
+            on shared cores the service's queries go before ingest.
     """
 
     replicas: int = 1
@@ -66,6 +76,7 @@ class Resources:
     max_batch: int | None = None
     max_wait_ms: float = 20.0
     max_in_flight: int | None = None
+    nice: int | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -78,6 +89,8 @@ class Resources:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.nice is not None and not 0 <= self.nice <= 19:
+            raise ConfigError(f"nice must be 0..19 (an os.nice increment), got {self.nice}")
 
     @property
     def capacity(self) -> int:

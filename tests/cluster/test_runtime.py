@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+import ray
 
 from operators.base import Operator, Sink
 from operators.featurizers.color_histogram import ColorHistogram
@@ -56,6 +57,40 @@ def test_slow_sink_bounds_what_is_in_flight(ray_cluster, vtest_path):
     # source pending (2) + the operator's edge (2 queued + 2 running) + the sink's (2 + 2), 4 frames each
     assert max(lag) <= 10 * 4
     assert report.sinks["slow_sink"]["largest"] == 4  # no merging without max_batch
+
+
+class _NicenessSink(Sink):
+    """Reports the CPU priority of the process it writes in."""
+
+    name = "niceness_sink"
+
+    def input_type(self) -> PatchType:
+        return PatchType()
+
+    def write(self, batch) -> int:
+        return len(batch)
+
+    def stats(self) -> dict:
+        return {"niceness": os.nice(0)}
+
+
+@ray.remote
+def _worker_niceness() -> int:
+    return os.nice(0)
+
+
+def test_actors_lower_their_priority_as_their_resources_ask(ray_cluster, vtest_path):
+    def niceness(**resources) -> int:
+        flow = Dataflow("nice")
+        flow.source(VideoFileSource(path=str(vtest_path), end=1.0)).then(WholeFramePatches()).sink(
+            _NicenessSink(), **resources)
+        return streamvision.run(flow).sinks["niceness_sink"]["niceness"]
+
+    worker = ray.get(_worker_niceness.remote())  # Ray's own worker niceness (15)
+    assert niceness() == worker  # a flow that writes into no served collection: as any worker
+    assert niceness(nice=2) == min(19, worker + 2)
+    with pytest.raises(ConfigError, match="nice"):
+        niceness(nice=20)
 
 
 def test_dynamic_batching_merges_queued_batches(ray_cluster, vtest_path):

@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 import streamvision
+from cluster.runtime import _nice
 from cluster.service import names
 from cluster.service.server import start_service
 from cluster.service.writer import find_writer
@@ -37,7 +38,7 @@ from operators.sinks.store_sink import StoreSink
 from operators.sources.kafka_source import KafkaSource
 from streamvision.api.client import ServiceClient, ServiceError
 from streamvision.core.errors import ConfigError, InputError
-from streamvision.plan.dataflow import Dataflow
+from streamvision.plan.dataflow import SERVED_INGEST_NICE, Dataflow
 
 pytestmark = pytest.mark.integration
 GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
@@ -122,6 +123,14 @@ def served(ray_cluster, tmp_path_factory):
 
 def _client(port: int, token: str | None = TOKEN) -> ServiceClient:
     return ServiceClient(f"http://127.0.0.1:{port}", token=token)
+
+
+def test_pipelines_into_a_served_collection_yield_the_cores_to_its_queries(served, broker, topics):
+    _, data, _ = served
+    flow = _flow(broker, topics[0], data, "nice")
+    assert set(_nice(flow).values()) == {SERVED_INGEST_NICE}  # its queries share these cores
+    elsewhere = _flow(broker, topics[0], data.parent / "elsewhere", "nice")
+    assert set(_nice(elsewhere).values()) == {0}  # not served: normal priority
 
 
 def test_queries_are_answered_while_pipelines_write_and_match_the_reference(served, broker, topics, reference):
