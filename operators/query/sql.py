@@ -14,6 +14,11 @@ planned before DuckDB sees it:
   ``WHERE``) become the search's ``where=`` filter, or, with no vector predicate, RocksDB range
   seeks on the secondary indexes (``label IN (...)`` too): an aggregate such as DeepLens' q2
   reads the metadata of the patches it counts, never vectors or pixels;
+* ``text LIKE '%lit%'`` or ``text ILIKE '%lit%'`` (a string pattern; its longest run between
+  wildcards, at least 3 characters) becomes seeks on the store's trigram index of ``text``
+  (:meth:`~operators.stores.lineage_store.LineageStore.ids_by_text`), whose ids, a superset of
+  the matches, are intersected with the other pushed predicates' (DeepLens' q5: the first image
+  holding a string, without reading every OCR line);
 * DuckDB then runs the statement as written over the candidate rows only, each
   ``DOT_PRODUCT(vector, :q)`` replaced by the score the index computed (or, where no index
   search ran, by inner products with the candidates' stored vectors), so every predicate is
@@ -57,6 +62,8 @@ MAX_CANDIDATES = 10_000
 #: Longest statement accepted, in characters.
 MAX_SQL_CHARS = 20_000
 _PUSHABLE = {"label", "camera", "model"}
+#: Shortest string the text index looks up (it keys on trigrams).
+MIN_TEXT_CHARS = 3
 _TS_SLACK_S = 1e-6
 
 
@@ -84,6 +91,7 @@ class SqlPlan:
     exact_pushdown: bool = True           # every WHERE conjunct was expressed in ``where``
     where: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)  # ``label IN (...)`` without a vector search
+    text: str | None = None               # a string every candidate's ``text`` holds (trigram index)
     dot_params: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
     uses_vector: bool = False             # ``vector`` itself is selected
@@ -95,13 +103,17 @@ class SqlPlan:
             step = f"index range search: DOT_PRODUCT(vector, :{self.vector_param}) > {self.t}"
         elif self.search == "similar":
             step = f"index top-{self.k} search: ORDER BY DOT_PRODUCT(vector, :{self.vector_param}) DESC"
-        elif self.where or self.labels:
+        elif self.where or self.labels or self.text is not None:
             step = "metadata index seeks (no vectors, no pixels)"
         else:
             step = "scan of every patch's metadata"
         where = Where.of(self.where).describe()
+        detail = f"label in {self.labels} {where}" if self.labels else where
+        if self.text is not None:
+            text = f"text holds {self.text!r} (trigram index)"
+            detail = text if detail == "everything" else f"{detail} {text}"
         return [{"step": "candidates", "detail": step},
-                {"step": "where", "detail": f"label in {self.labels} {where}" if self.labels else where},
+                {"step": "where", "detail": detail},
                 {"step": "duckdb", "detail": self.duckdb_sql()}]
 
     def duckdb_sql(self) -> str:
@@ -253,6 +265,9 @@ def _push(node: exp.Expression, where: dict[str, Any], plan: SqlPlan) -> bool:
             plan.labels = sorted(set(values))
             return True
         return False
+    if isinstance(node, (exp.Like, exp.ILike)):
+        _push_text(node, plan)
+        return False  # the index gives a superset: DuckDB applies the pattern
     if isinstance(node, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
         column, bound, op = node.this, _literal(node.expression), type(node)
         if not (isinstance(column, exp.Column) and column.name == "ts" and isinstance(bound, float)):
@@ -266,13 +281,37 @@ def _push(node: exp.Expression, where: dict[str, Any], plan: SqlPlan) -> bool:
     return False
 
 
+def _push_text(node: exp.Like | exp.ILike, plan: SqlPlan) -> None:
+    """``text [I]LIKE 'pattern'``: the pattern's longest run between wildcards (``%``, ``_``; no
+    ``ESCAPE``, which wraps the node in another), if at least :data:`MIN_TEXT_CHARS` long and
+    longer than a run another conjunct pushed, is what the candidates' text must hold. The
+    store folds case, so the run serves ``LIKE`` as well as ``ILIKE``."""
+    if node.args.get("negate") or not (isinstance(node.this, exp.Column) and node.this.name == "text"):
+        return
+    pattern = node.expression
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+        return
+    run = max(pattern.this.replace("_", "%").split("%"), key=len)
+    if len(run) >= MIN_TEXT_CHARS and (plan.text is None or len(run) > len(plan.text)):
+        plan.text = run
+
+
 # ---------------------------------------------------------------------- running
+def _with_text(ids: np.ndarray, text_ids: np.ndarray | None) -> np.ndarray:
+    """Sorted ``ids`` whose text may hold the pushed string (all of them when none was pushed)."""
+    return ids if text_ids is None else np.intersect1d(ids, text_ids)
+
+
 def _candidate_ids(engine: _Searcher, plan: SqlPlan, vectors: dict[str, np.ndarray]
                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Patch ids the statement can return, and the scores the index computed for them."""
     spec = Where.of(plan.where)
+    texts = None if plan.text is None else engine.store.ids_by_text(plan.text)
+    text_ids = None if texts is None else np.asarray(texts, np.int64)
     if plan.search is not None:
         allowed = None if spec.is_empty else where_ids(engine.store, spec)
+        if text_ids is not None:
+            allowed = text_ids if allowed is None else np.intersect1d(allowed, text_ids)
         q = vectors[plan.vector_param]  # type: ignore[index]
         index = engine.index  # type: ignore[attr-defined]
         if plan.search == "threshold":
@@ -285,9 +324,11 @@ def _candidate_ids(engine: _Searcher, plan: SqlPlan, vectors: dict[str, np.ndarr
         return np.asarray(ids, np.int64), {plan.vector_param: np.asarray(scores, np.float32)}  # type: ignore[dict-item]
     if plan.labels:
         found = [where_ids(engine.store, Where.of({**spec.as_dict(), "label": label})) for label in plan.labels]
-        return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64), {}
+        return _with_text(np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64), text_ids), {}
     if not spec.is_empty:
-        return np.unique(where_ids(engine.store, spec)), {}
+        return _with_text(np.unique(where_ids(engine.store, spec)), text_ids), {}
+    if text_ids is not None:
+        return text_ids, {}
     return np.fromiter(engine.store.row_ids(), np.int64), {}
 
 
@@ -379,6 +420,8 @@ def execute_sql(engine: _Searcher, text: str, params: dict[str, Any] | None = No
     if missing or unknown:
         raise InputError(f"parameters: missing {missing or 'none'}, unknown {unknown or 'none'} "
                          f"(the statement uses {plan.params or 'none'})")
+    if plan.text is not None and not engine.store.text_indexed:  # a store older than the text index
+        plan.text = None
     rows_plan = plan.describe()
     doc: dict[str, Any] = {"kind": "sql", "query": {"sql": text}, "plan": rows_plan}
     if plan.explain:

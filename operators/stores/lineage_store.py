@@ -12,10 +12,14 @@ lineage_down    parent ref + patch id                             empty
 by_label        label 0 camera 0 ts_us(8) id                      empty
 by_time         camera 0 ts_us(8) id                              empty
 by_model        model 0 camera 0 ts_us(8) id                      empty
+by_text         trigram 0 id                                      empty
+by_text         "" (the empty key)                                empty: the index is complete
 vectors         patch id                                          float32 bytes
 vector_log      position(8) patch id                              empty
 offsets         topic 0 partition(4)                              next offset (8)
 offsets         topic 0 partition(4) 0 "state"                    JSON: done ranges past it
+segments        kept pixels (:mod:`operators.stores.kept`)        a wire message, a ref,
+                                                                  or a time-index entry
 ==============  ================================================  ======================
 
 The store is the record; vector indexes are derived state. Every write that stores vectors
@@ -23,6 +27,14 @@ takes the next *position* (a counter kept as the keys of ``vector_log``, in the 
 ``WriteBatch``), so an index snapshot can say which position it covers and a restarted
 shard replays only :meth:`LineageStore.vectors_since` that position: opening never scans
 all vectors.
+
+``by_text`` is a trigram index of the ``text`` of the row patches (OCR lines): a key per
+distinct trigram of the text folded to lower case character by character (each character's
+simple lowercase mapping, the folding of DuckDB's ``ILIKE``), so :meth:`LineageStore.ids_by_text`
+finds by seeks the patches whose text may contain a string: a superset the caller re-checks.
+A writer opening a store written before the index existed builds it once from the stored rows,
+then writes the empty key that says it is complete; until then readers are told the index
+cannot answer.
 
 A *parent ref* is ``b"P" + id`` for a parent patch, or the encoded frame key (which
 starts with ``F`` or ``K``) when the parent is the frame. Integers are big-endian so
@@ -48,13 +60,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import rocksdict
 
+from operators.kafka.wire import H_KIND, KIND_H264
+from operators.stores import kept as kept_entries
+from operators.stores.kept import KeptEntry, decode_entry, message_key
 from streamvision.core.errors import ConfigError, InputError
-from streamvision.core.lineage import FrameKeyCodec, id_bytes, id_from_bytes
+from streamvision.core.lineage import FrameKeyCodec, KafkaKey, id_bytes, id_from_bytes
 from streamvision.core.patches import PatchBatch
 
 COLUMN_FAMILIES = (
     "frames", "patches", "lineage_up", "lineage_down", "by_label", "by_time", "by_model",
-    "vectors", "vector_log", "offsets", "segments", "models",
+    "vectors", "vector_log", "offsets", "segments", "models", "by_text",
 )
 #: Vectors read per chunk when replaying the vector log.
 REPLAY_CHUNK = 16384
@@ -63,16 +78,44 @@ _OFFSET_STATE = _SEP + b"state"
 #: Memory all memtables of a store may hold before RocksDB flushes the largest (RocksDB's
 #: default lets each of the ten column families buffer up to 128 MB).
 MEMTABLE_BUDGET_BYTES = 32 << 20
+#: Memtable of the ``segments`` family (kept frames, ~50-100 KB a message): flushed early, so
+#: that the writer and every following reader (which replays the writer's log into memtables of
+#: its own) buffer only a few MB of pixels nobody is querying.
+SEGMENTS_MEMTABLE_BYTES = 4 << 20
 _PATCH_REF = b"P"
-_MESSAGE, _MESSAGE_TIME = b"m", b"t"  # segments family: message payloads, and their time index
+#: The ``by_text`` key written once every row's text is in the index.
+_TEXT_INDEXED = b""
+#: Rows read per chunk when building the text index of an older store.
+TEXT_INDEX_CHUNK = 4096
+_ts_us = kept_entries.ts_us
 
 
-def _message_key(topic: str, partition: int, offset: int) -> bytes:
-    return topic.encode() + _SEP + struct.pack(">IQ", partition, offset)
+def _fold(text: str) -> str:
+    """``text`` lowercased character by character, one character for one (the simple lowercase
+    mapping DuckDB's ``ILIKE`` applies), so that folding a substring gives a substring."""
+    return text.lower() if text.isascii() else "".join(c.lower()[:1] for c in text)
 
 
-def _ts_us(seconds: float) -> bytes:
-    return struct.pack(">Q", max(0, int(round(seconds * 1e6))))
+def _trigrams(text: str) -> set[bytes]:
+    """The distinct trigrams of ``text`` folded (see :func:`_fold`), UTF-8 encoded."""
+    folded = _fold(text)
+    return {folded[i:i + 3].encode("utf-8", "surrogatepass") for i in range(len(folded) - 2)}
+
+
+def _put_text(wb: rocksdict.WriteBatch, handle: Any, pid: bytes, text: Any) -> None:
+    """Index a row patch's ``text`` (if it is a string) in ``by_text``."""
+    if isinstance(text, str):
+        for gram in _trigrams(text):
+            wb.put(gram + _SEP + pid, b"", handle)
+
+
+def _families(where: Path, read_only: bool) -> tuple[str, ...]:
+    """The column families to open: every one for a writer (RocksDB creates those a store
+    written by an older version lacks, such as ``by_text``), those the store has for a reader."""
+    if not read_only:
+        return COLUMN_FAMILIES
+    present = set(rocksdict.Rdict.list_cf(str(where)))
+    return tuple(name for name in COLUMN_FAMILIES if name in present)
 
 
 def _options() -> rocksdict.Options:
@@ -182,8 +225,9 @@ def _link_copy(path: Path) -> tempfile.TemporaryDirectory:  # type: ignore[type-
 
 
 def _open_db(path: Path, read_only: bool, follow: str | Path | None) -> tuple[
-        rocksdict.Rdict, tempfile.TemporaryDirectory | None, str | Path | None]:  # type: ignore[type-arg]
-    """Open the store's RocksDB: ``(db, scratch directory or None, follow)``.
+        rocksdict.Rdict, tempfile.TemporaryDirectory | None, str | Path | None,  # type: ignore[type-arg]
+        tuple[str, ...]]:
+    """Open the store's RocksDB: ``(db, scratch directory or None, follow, column families opened)``.
 
     rocksdict rewrites its config file in the directory it opens, even read-only, so a
     ``read_only`` reader opens a scratch directory of links to the store's files instead and
@@ -197,14 +241,18 @@ def _open_db(path: Path, read_only: bool, follow: str | Path | None) -> tuple[
         ConfigError: a writer on a read-only directory, or on one another writer holds (its LOCK).
     """
     families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}
+    families["segments"].set_write_buffer_size(SEGMENTS_MEMTABLE_BYTES)
 
-    def open_at(where: Path, access: rocksdict.AccessType) -> rocksdict.Rdict:
-        return rocksdict.Rdict(str(where), _options(), column_families=families, access_type=access)
+    def open_at(where: Path, access: rocksdict.AccessType) -> tuple[rocksdict.Rdict, tuple[str, ...]]:
+        names = _families(where, read_only)
+        opened = {name: families[name] for name in names}
+        return rocksdict.Rdict(str(where), _options(), column_families=opened, access_type=access), names
 
-    def open_linked() -> tuple[rocksdict.Rdict, tempfile.TemporaryDirectory, None]:  # type: ignore[type-arg]
+    def open_linked() -> tuple[rocksdict.Rdict, tempfile.TemporaryDirectory, None, tuple[str, ...]]:  # type: ignore[type-arg]
         scratch = _link_copy(path)
         try:
-            return open_at(Path(scratch.name), rocksdict.AccessType.read_only()), scratch, None
+            db, names = open_at(Path(scratch.name), rocksdict.AccessType.read_only())
+            return db, scratch, None, names
         except BaseException:
             scratch.cleanup()
             raise
@@ -221,7 +269,8 @@ def _open_db(path: Path, read_only: bool, follow: str | Path | None) -> tuple[
                 raise
             log.debug("opening %s through links failed (%s): opening it in place", path, exc)
     try:
-        return open_at(path, _access(read_only, follow)), None, follow
+        db, names = open_at(path, _access(read_only, follow))
+        return db, None, follow, names
     except Exception as exc:  # noqa: BLE001
         if read_only and _read_only_failure(exc):
             return open_linked()  # access(2) said writable, the file system disagrees
@@ -258,13 +307,15 @@ class LineageStore:
         if not read_only:
             _prepare_writable(self.path)
         # a directory this process cannot write is read through a scratch copy of links (see _open_db)
-        self._db, self._scratch, follow = _open_db(self.path, read_only, follow)
-        self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
-        self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self._db, self._scratch, follow, families = _open_db(self.path, read_only, follow)
+        self._cf = {name: self._db.get_column_family(name) for name in families}
+        self._handles = {name: self._db.get_column_family_handle(name) for name in families}
         self.read_only = read_only
         self._following = follow is not None
         self._catching_up = threading.Lock()  # readers on several threads may ask at once
         self._position = self._last_position()
+        if not read_only and not self.text_indexed:
+            self._index_texts()
 
     def _last_position(self) -> int:
         it = self._cf["vector_log"].iter()
@@ -276,6 +327,28 @@ class LineageStore:
         """The position of the last write that stored vectors (0 for none): what a snapshot covers."""
         return self._position
 
+    @property
+    def text_indexed(self) -> bool:
+        """Whether ``by_text`` holds the text of every row (see :meth:`ids_by_text`); not in a
+        reader of a store written before the index, until a writer has built it."""
+        cf = self._cf.get("by_text")
+        return cf is not None and cf.get(_TEXT_INDEXED) is not None
+
+    def _index_texts(self) -> None:
+        """Build ``by_text`` from the stored rows (a store written before the index; a few reads
+        on a new one), chunk by chunk, then mark it complete: a writer that stops half-way
+        starts again at its next open, and rewriting a posting changes nothing."""
+        h, rows, built = self._handles["by_text"], self.row_ids(), 0
+        while chunk := [pid for _, pid in zip(range(TEXT_INDEX_CHUNK), rows)]:
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for pid, meta in zip(chunk, self.patches(chunk)):
+                _put_text(wb, h, id_bytes(pid), (meta or {}).get("text"))
+            self._db.write(wb)
+            built += len(chunk)
+        self._cf["by_text"][_TEXT_INDEXED] = b""
+        if built:
+            log.info("%s: indexed the text of %d rows written before the text index", self.path, built)
+
     def catch_up(self) -> None:
         """See the writer's newer writes (a ``follow`` store only; others see their own at once)."""
         if self._following:
@@ -286,7 +359,7 @@ class LineageStore:
     # ------------------------------------------------------------------ writes
     def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None,
                       offset_state: dict[tuple[str, int], bytes | None] | None = None,
-                      messages: list[list[Any]] | None = None) -> int:
+                      kept: Iterable[KeptEntry] | None = None) -> int:
         """Write a batch of patches, their frames and lineage, in one ``WriteBatch``.
 
         Args:
@@ -295,11 +368,8 @@ class LineageStore:
                 in the same ``WriteBatch`` (the effectively-once protocol).
             offset_state: ``(topic, partition) -> state`` of the ranges done past that
                 offset (:class:`~operators.sinks.offsets.OffsetTracker`); ``None`` deletes it.
-            messages: Kafka messages kept as their frames' stored format, each
-                ``[topic, partition, offset, camera, first_ts, last_ts, headers, value]``
-                (capture times of its first and last frame; ``headers`` as ``[name, latin-1
-                text]``), in the ``segments`` family (see :meth:`message`), with a time index
-                keyed by the last frame's time (see :meth:`messages_between`).
+            kept: entries of kept pixels (:mod:`operators.stores.kept`: Kafka messages as
+                received, re-encoded frames), in the ``segments`` family with their time index.
 
         Returns:
             The number of patches written. Rewriting the same ids changes nothing.
@@ -328,6 +398,7 @@ class LineageStore:
                 wb.put(batch.labels[i].encode() + _SEP + camera + _SEP + ts + pid, b"", h["by_label"])
             if batch.models[i]:
                 wb.put(batch.models[i].encode() + _SEP + camera + _SEP + ts + pid, b"", h["by_model"])
+            _put_text(wb, h["by_text"], pid, meta.get("text"))
             frame_meta = {
                 "camera": batch.cameras[i],
                 "frame_no": int(batch.frame_no[i]),
@@ -338,12 +409,8 @@ class LineageStore:
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
                 wb.put(position + pid, b"", h["vector_log"])
-        for topic, partition, offset, camera, first_ts, last_ts, headers, value in messages or []:
-            key = _message_key(str(topic), int(partition), int(offset))
-            head = json.dumps(headers).encode()
-            wb.put(_MESSAGE + key, struct.pack(">I", len(head)) + head + bytes(value), h["segments"])
-            wb.put(_MESSAGE_TIME + str(camera).encode() + _SEP + _ts_us(float(last_ts)) + key,
-                   _ts_us(float(first_ts)), h["segments"])
+        for entry in kept or ():
+            self._put_kept(wb, entry)
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
         for (topic, partition), state in (offset_state or {}).items():
@@ -387,6 +454,7 @@ class LineageStore:
             for field in ("label", "model"):
                 if meta.get(field):
                     wb.put(str(meta[field]).encode() + _SEP + camera + _SEP + ts + pid, b"", h[f"by_{field}"])
+            _put_text(wb, h["by_text"], pid, meta.get("text"))
         self._db.write(wb)
         self._position += 1
         return self._position
@@ -526,6 +594,24 @@ class LineageStore:
         prefix = label.encode() + _SEP + (camera.encode() + _SEP if camera is not None else b"")
         return [id_from_bytes(k[-8:]) for k in _prefix_keys(self._cf["by_label"], prefix)]
 
+    def ids_by_text(self, pattern: str) -> list[int] | None:
+        """Sorted ids of the rows whose text holds every trigram of ``pattern`` (folded to lower
+        case): a superset of those whose text contains ``pattern``, under ``LIKE`` or ``ILIKE``.
+        One range seek per trigram; ``None`` where the index cannot answer: ``pattern`` shorter
+        than 3 characters, or a reader of a store written before the index (see
+        :attr:`text_indexed`)."""
+        grams = _trigrams(pattern)
+        if not grams or not self.text_indexed:
+            return None
+        found: set[int] | None = None
+        for gram in grams:
+            prefix = gram + _SEP
+            ids = {id_from_bytes(k[-8:]) for k in _prefix_keys(self._cf["by_text"], prefix)}
+            found = ids if found is None else found & ids
+            if not found:
+                break
+        return sorted(found or ())
+
     def ids_by_time(self, camera: str, start: float, end: float) -> list[int]:
         """Patch ids on ``camera`` with timestamps in ``[start, end)`` seconds."""
         base = camera.encode() + _SEP
@@ -547,32 +633,83 @@ class LineageStore:
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
     def message(self, topic: str, partition: int, offset: int) -> tuple[bytes, list[tuple[str, bytes]]] | None:
-        """``(value, headers)`` of a kept Kafka message, or ``None``."""
-        raw = self._cf["segments"].get(_MESSAGE + _message_key(topic, partition, offset))
-        if raw is None:
-            return None
-        n = struct.unpack(">I", raw[:4])[0]
-        headers = [(k, v.encode("latin-1")) for k, v in json.loads(raw[4:4 + n])]
-        return raw[4 + n:], headers
+        """``(value, headers)`` of a Kafka message kept as received, or ``None``."""
+        return self.kept(message_key(topic, partition, offset))
 
-    def messages_between(self, camera: str, start: float, end: float) -> Iterator[tuple[str, int, int]]:
-        """``(topic, partition, offset)`` of the kept messages of ``camera`` holding a frame in
-        ``[start, end)`` seconds, in time order: a seek to the first message whose last frame is
+    def kept(self, key: bytes) -> tuple[bytes, list[tuple[str, bytes]]] | None:
+        """``(value, headers)`` of a kept-pixels entry (:mod:`operators.stores.kept`), or ``None``."""
+        raw = self._cf["segments"].get(key)
+        return None if raw is None else decode_entry(raw)
+
+    def kept_frame(self, frame_key: bytes) -> tuple[bytes, int] | None:
+        """``(entry key, index of the frame in it)`` of the entry holding a frame's pixels, or
+        ``None``: the message it came in, a frame entry, or (through its ref) a segment."""
+        key = FrameKeyCodec.decode(frame_key)
+        if isinstance(key, KafkaKey):
+            entry = message_key(key.topic, key.partition, key.offset)
+            if self._cf["segments"].get(entry) is not None:
+                return entry, key.index_in_message
+        if self._cf["segments"].get(kept_entries.FRAME + frame_key) is not None:
+            return kept_entries.FRAME + frame_key, 0
+        ref = self._cf["segments"].get(kept_entries.REF + frame_key)
+        if ref is None:
+            return None
+        return ref[4:], struct.unpack(">I", ref[:4])[0]
+
+    def kept_between(self, camera: str, start: float, end: float) -> Iterator[tuple[bytes, float, float]]:
+        """``(entry key, first, last capture time)`` of ``camera``'s kept entries holding a frame
+        in ``[start, end)`` seconds, in time order: a seek to the first entry whose last frame is
         at or after ``start``, stopping at the first that begins at or after ``end`` (a camera's
-        messages follow each other in time), so it reads only the messages that overlap."""
-        head = _MESSAGE_TIME + camera.encode() + _SEP
-        lo, hi = struct.unpack(">Q", _ts_us(start))[0], struct.unpack(">Q", _ts_us(end))[0]
+        entries follow each other in time), so only the entries that overlap are read."""
+        head = kept_entries.time_prefix(camera)
+        hi = struct.unpack(">Q", _ts_us(end))[0]
         it = self._cf["segments"].iter()
         it.seek(head + _ts_us(start))
         while it.valid() and it.key().startswith(head):
             key, first = it.key(), struct.unpack(">Q", it.value())[0]
             if first >= hi:
                 return
-            if struct.unpack(">Q", key[len(head):len(head) + 8])[0] >= lo:
-                rest = key[len(head) + 8:]
-                partition, offset = struct.unpack(">IQ", rest[-12:])
-                yield rest[:-13].decode(), partition, offset
+            last = struct.unpack(">Q", key[len(head):len(head) + 8])[0]
+            yield key[len(head) + 8:], first / 1e6, last / 1e6
             it.next()
+
+    def kept_since_last_segment(self, camera: str, limit: int = 1024) -> list[tuple[bytes, float, float]]:
+        """``camera``'s newest run of kept JPEG, PNG or raw messages (at most ``limit``), oldest
+        first: what a segmenter has not compacted yet. A walk back from the camera's newest
+        entry, stopping at a segment, a frame entry or an H.264 message."""
+        head = kept_entries.time_prefix(camera)
+        it = self._cf["segments"].iter()
+        it.seek_for_prev(head + b"\xff" * 9)
+        found: list[tuple[bytes, float, float]] = []
+        while it.valid() and it.key().startswith(head) and len(found) < limit:
+            key = it.key()
+            entry = key[len(head) + 8:]
+            kept = self.kept(entry) if entry[:1] == kept_entries.MESSAGE else None
+            if kept is None or dict(kept[1]).get(H_KIND) == KIND_H264.encode():
+                break
+            last = struct.unpack(">Q", key[len(head):len(head) + 8])[0]
+            found.append((entry, struct.unpack(">Q", it.value())[0] / 1e6, last / 1e6))
+            it.prev()
+        return found[::-1]
+
+    def replace_kept(self, old: list[tuple[bytes, float, float]], camera: str, new: KeptEntry,
+                     frame_keys: list[bytes]) -> None:
+        """Replace entries of ``camera`` (``(key, first, last)``, from :meth:`kept_between`) by one
+        segment holding their frames, in one ``WriteBatch``: each frame's ref names the segment."""
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        h = self._handles["segments"]
+        self._put_kept(wb, new)
+        for i, frame_key in enumerate(frame_keys):
+            wb.put(kept_entries.REF + frame_key, struct.pack(">I", i) + new.key, h)
+        for key, _, last in old:
+            wb.delete(key, h)
+            wb.delete(kept_entries.time_prefix(camera) + _ts_us(last) + key, h)
+        self._db.write(wb)
+
+    def _put_kept(self, wb: rocksdict.WriteBatch, entry: KeptEntry) -> None:
+        h = self._handles["segments"]
+        wb.put(entry.key, entry.encode(), h)
+        wb.put(entry.time_key, _ts_us(entry.first_ts), h)
 
     def row_ids(self) -> Iterator[int]:
         """The id of every patch written as a row (by the sink or an import), camera by camera in
