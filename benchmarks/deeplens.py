@@ -1,7 +1,7 @@
-"""DeepLens' figures on this machine: storage formats, q1, q2, backtrace, and the MemSQL query through SQL.
+"""DeepLens' figures on this machine: storage formats, q1, q2, q5, backtrace, and the MemSQL query through SQL.
 
 Every part real (vtest.avi and the opencv-doc photos from Debian, PyAV, RocksDB, FAISS, NanoDet-m,
-EfficientNet-Lite0, DuckDB), no Ray (the query layer is measured, not the runtime):
+EfficientNet-Lite0, PP-OCRv4, DuckDB), no Ray (the query layer is measured, not the runtime):
 
 1. **storage** (DeepLens Fig. 2/3): the first ``--seconds`` of vtest.avi kept as raw frames, JPEG
    frame files and 2 s H.264 segments (each a kept message in the ``segments`` family, bytes on
@@ -11,20 +11,29 @@ EfficientNet-Lite0, DuckDB), no Ray (the query layer is measured, not the runtim
    crop, brightness, JPEG quality 30), EfficientNet-Lite0 features, a similarity self-join:
    recall and precision of the pairs found against the known copies at each ``--q1-t`` (the
    best F1 reported), and its time;
-3. **q2**: NanoDet-m over vtest.avi, ``count(DISTINCT frame_no)`` of frames with a vehicle by SQL,
-   answered from the label index vs the same statement made to rescan every patch's metadata
-   (``q2_speedup``);
-4. **backtrace**: the pixels of ``--backtrace`` random patches via lineage (a seek to the keyframe
+3. **q2**: NanoDet-m over every ``--every``-th frame of vtest.avi, ``count(DISTINCT frame_no)`` of
+   frames with a vehicle by SQL, answered from the label index vs the same statement made to
+   rescan every patch's metadata (``q2_speedup``); then at 10x the patches (``*_10x``): NanoDet-m
+   over every frame, its real detections stored again under more camera names (the same rows
+   under new ids, frame keys and cameras ``CAMERA#1``, ``CAMERA#2``, ...; the detector runs once)
+   until there are at least 10x as many patches as in the first collection;
+4. **q5**, the first image holding a string: PP-OCRv4 over the opencv-doc photos (its real lines
+   of text), ``SELECT ... WHERE text ILIKE '%<--q5-word>%' ORDER BY ts ... LIMIT 1`` answered from
+   the trigram text index vs the same statement made to rescan every patch's metadata
+   (``q5_speedup``); then at 10x the patches (``*_10x``): the same OCR rows stored again under
+   new ids, frame keys and cameras until there are 10x as many (OCR runs once);
+5. **backtrace**: the pixels of ``--backtrace`` random patches via lineage (a seek to the keyframe
    before each frame) vs re-decoding the video from its start to each frame
    (``backtrace_speedup_vs_rescan``; DeepLens reported 41x-60x), the rescan timed on a sample;
-5. **MemSQL query** at ``--vectors`` vectors: ``SELECT patch_id FROM patches WHERE DOT_PRODUCT(vector,
+6. **MemSQL query** at ``--vectors`` vectors: ``SELECT patch_id FROM patches WHERE DOT_PRODUCT(vector,
    :q) > t`` through ``sv.sql`` vs the same index call (``sql_overhead_ratio``, target <= 1.2),
    vs the threshold query of the JSON API (lineage of up to 10k matches), and vs DuckDB
    scanning an Arrow table of every vector itself (``duckdb_scan_ms``).
 
     python benchmarks/deeplens.py --out out/
 
-writes ``out/deeplens.json`` and ``out/deeplens.png``.
+writes ``out/deeplens.json`` and ``out/deeplens.png``; ``--only q2 q5`` (any of ``q1``, ``q2``,
+``q5``) re-measures those parts into an existing ``out/deeplens.json``, keeping its other keys.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +64,7 @@ import streamvision  # noqa: E402
 from operators.assets import cache_dir, sample_data_dir, vtest_video  # noqa: E402
 from operators.base import OperatorContext  # noqa: E402
 from operators.detectors.nanodet import NanoDetDetector  # noqa: E402
+from operators.detectors.ocr import OCRDetector  # noqa: E402
 from operators.featurizers.color_histogram import ColorHistogram  # noqa: E402
 from operators.featurizers.efficientnet import EfficientNetLite0Featurizer  # noqa: E402
 from operators.kafka import wire  # noqa: E402
@@ -63,12 +74,15 @@ from operators.sinks.collection_writer import CollectionWriter  # noqa: E402
 from operators.sinks.store_sink import StoreSink  # noqa: E402
 from operators.sources.image_folder import ImageFolderSource, IMAGE_SUFFIXES  # noqa: E402
 from operators.sources.video_file import VideoFileSource  # noqa: E402
+from operators.stores.kept import KeptEntry  # noqa: E402
 from operators.stores.lineage_store import LineageStore  # noqa: E402
 from operators.stores.pixels import load  # noqa: E402
+from streamvision.core.lineage import FileKey, FrameKeyCodec, id_bytes, patch_id  # noqa: E402
 from streamvision.core.patches import PatchBatch  # noqa: E402
 
 RATE = 10.0  # vtest.avi's frame rate
 VEHICLES = ("car", "truck", "bus")
+SCALE = 10  # the larger size q2 and q5 are measured at, in times the patches of the first
 
 
 def _dir_bytes(path: Path) -> int:
@@ -103,9 +117,9 @@ def storage(video: Path, root: Path, seconds: float) -> dict[str, Any]:
     for name, messages in formats.items():
         path = root / f"storage-{name}"
         with LineageStore(path) as store:
-            store.write_patches(PatchBatch.empty(), messages=[
+            store.write_patches(PatchBatch.empty(), kept=[KeptEntry.of_message(
                 ["t", 0, o, "cam", float(d.wall_time[0]), float(d.wall_time[-1]),
-                 [[k, v.decode("latin-1")] for k, v in m.headers], m.value]
+                 [[k, v.decode("latin-1")] for k, v in m.headers], m.value])
                 for o, (m, d) in enumerate((m, wire.decode(m.value, m.headers)) for m in messages)])
         out["bytes"][name] = _dir_bytes(path)
         with LineageStore(path, read_only=True) as store:
@@ -180,20 +194,61 @@ def q1(root: Path, thresholds: list[float]) -> dict[str, Any]:
             "q1_t": best["t"], "q1_recall": best["recall"], "q1_precision": best["precision"], "q1_seconds": elapsed}
 
 
-# ---------------------------------------------------------------------- 3. q2 and 4. backtrace
-def detected(video: Path, root: Path, every: int) -> Path:
-    data = root / "q2-data"
+# ---------------------------------------------------------------- copies of real rows (the 10x sizes)
+def _copy(batch: PatchBatch, n: int) -> PatchBatch:
+    """The rows of ``batch`` as if a camera ``CAMERA#n`` had seen them: ids, parent ids and frame
+    keys derived from the originals and ``n`` (so the copy is stored beside them, lineage and all),
+    everything else (boxes, labels, text, vectors) as it was."""
+    def new_id(pid: int) -> int:
+        return patch_id(id_bytes(pid), f"copy#{n}", 0) if pid else 0
+
+    def new_key(key: bytes) -> bytes:
+        frame = FrameKeyCodec.decode(key)
+        assert isinstance(frame, FileKey), frame
+        return FileKey(f"{frame.file}#{n}", frame.frame_no).encode()
+
+    links = {"parent_parent": [new_id(int(p)) for p in batch.extra["parent_parent"]]} \
+        if "parent_parent" in batch.extra else {}
+    return replace(batch, ids=np.array([new_id(int(p)) for p in batch.ids], np.int64),
+                   parent_ids=np.array([new_id(int(p)) for p in batch.parent_ids], np.int64),
+                   frame_keys=[new_key(k) for k in batch.frame_keys], cameras=[f"{c}#{n}" for c in batch.cameras],
+                   extra={**batch.extra, **links}, meta={})
+
+
+def _store(data: Path, batches: list[PatchBatch], featurizer: dict[str, Any], at_least: int = 0) -> Path:
+    """A collection of ``batches``, then of copies of them (:func:`_copy`), batch by batch, until
+    it holds at least ``at_least`` patches (the last copy may hold only the first batches)."""
+    sink = StoreSink(data=str(data), featurizer=featurizer)
+    sink.open()
+    written = sum(sink.write(batch) for batch in batches)
+    n = 1
+    while written < at_least:
+        for batch in batches:
+            if written >= at_least:
+                break
+            written += sink.write(_copy(batch, n))
+        n += 1
+    sink.close()
+    return data
+
+
+# ---------------------------------------------------------------------- 3. q2 and 5. backtrace
+def detections(video: Path, every: int) -> tuple[list[PatchBatch], dict[str, Any]]:
+    """NanoDet-m's detections of every ``every``-th frame of ``video``, featurized with the colour
+    histogram, and the featurizer's spec."""
     detector, hist = NanoDetDetector(), ColorHistogram(bins=4, grid=2)
     for op in (detector, hist):
         op.setup(OperatorContext())
-    sink = StoreSink(data=str(data), featurizer=hist.spec())
     source = VideoFileSource(path=str(video), every=every)
     source.open()
-    for frames in source.read(8):
-        sink.write(hist.process(detector.process(frames)))
+    batches = [hist.process(detector.process(frames)) for frames in source.read(8)]
     source.close()
-    sink.close()
-    return data
+    return batches, hist.spec()
+
+
+def detected(video: Path, root: Path, every: int) -> Path:
+    """The q2 collection: :func:`detections` of every ``every``-th frame."""
+    return _store(root / "q2-data", *detections(video, every))
 
 
 def q2(data: Path) -> dict[str, Any]:
@@ -206,6 +261,51 @@ def q2(data: Path) -> dict[str, Any]:
     assert a["rows"] == b["rows"], (a["rows"], b["rows"])
     return {"q2_frames_with_a_vehicle": a["rows"][0][0], "q2_patches": patches, "q2_candidates": a["candidates"],
             "q2_index_ms": t_index * 1e3, "q2_rescan_ms": t_scan * 1e3, "q2_speedup": t_scan / t_index}
+
+
+def q2_scaled(video: Path, root: Path, base_patches: int) -> dict[str, Any]:
+    """q2 on NanoDet-m's detections of every frame, stored under more camera names until the
+    collection holds :data:`SCALE` x ``base_patches`` patches; keys end in ``_10x``."""
+    data = _store(root / "q2-data-10x", *detections(video, 1), at_least=SCALE * base_patches)
+    return {f"{key}_10x": value for key, value in q2(data).items()}
+
+
+# ---------------------------------------------------------------------- 4. q5
+def read_photos() -> tuple[list[PatchBatch], dict[str, Any]]:
+    """PP-OCRv4's lines of text in every opencv-doc photo (camera ``opencv-doc``), featurized with
+    the colour histogram, and the featurizer's spec."""
+    ocr, hist = OCRDetector(), ColorHistogram(bins=4, grid=1)
+    ocr.setup(OperatorContext(num_threads=os.cpu_count() or 1))
+    hist.setup(OperatorContext())
+    source = ImageFolderSource(path=str(sample_data_dir()), camera="opencv-doc")
+    source.open()
+    batches = [hist.process(ocr.process(frames)) for frames in source.read(1)]
+    source.close()
+    return [b for b in batches if len(b)], hist.spec()
+
+
+def q5(data: Path, word: str) -> dict[str, Any]:
+    """The first image holding ``word``: from the text index vs a rescan of every patch's metadata."""
+    pattern = "'%" + word.replace("'", "''") + "%'"
+    head = f"SELECT camera, ts, text FROM patches WHERE text ILIKE {pattern}"
+    order = " ORDER BY ts, camera, patch_id LIMIT 1"
+    pushed, rescan = head + order, head + " OR false" + order  # OR: no longer a top-level conjunct
+    with streamvision.connect(data) as sv:
+        t_index, a = _timed(lambda: sv.answer("sql", sql=pushed), repeat=5)
+        t_scan, b = _timed(lambda: sv.answer("sql", sql=rescan), repeat=5)
+        patches = sv.sql("SELECT count(*) AS n FROM patches").column("n")[0].as_py()
+    assert a["rows"] == b["rows"] and len(a["rows"]) == 1, (word, a["rows"], b["rows"])
+    assert "trigram index" in a["plan"][1]["detail"] and b["candidates"] == patches, (a["plan"], b["candidates"])
+    return {"q5_word": word, "q5_first": a["rows"][0], "q5_patches": patches, "q5_candidates": a["candidates"],
+            "q5_index_ms": t_index * 1e3, "q5_rescan_ms": t_scan * 1e3, "q5_speedup": t_scan / t_index}
+
+
+def q5_both(root: Path, word: str) -> dict[str, Any]:
+    """q5 on the photos' OCR lines, then on :data:`SCALE` x as many (keys ending in ``_10x``)."""
+    batches, spec = read_photos()
+    result = q5(_store(root / "q5-data", batches, spec), word)
+    data = _store(root / "q5-data-10x", batches, spec, at_least=SCALE * result["q5_patches"])
+    return {**result, **{f"{key}_10x": value for key, value in q5(data, word).items() if key != "q5_word"}}
 
 
 def backtrace(data: Path, video: Path, n: int, rescan_sample: int) -> dict[str, Any]:
@@ -275,9 +375,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     twin = axes[0].twinx()
     twin.plot(names, [st["load_10s_s"][k] for k in names], "o-", color="C3")
     twin.set_ylabel("s to load a 10 s range", color="C3")
-    speed = {"q2 (label index)": result["q2_speedup"], "backtrace": result["backtrace_speedup_vs_rescan"]}
+    bars = {"q2\nlabel index": "q2_speedup", f"q2 {SCALE}x": "q2_speedup_10x", "q5\ntext index": "q5_speedup",
+            f"q5 {SCALE}x": "q5_speedup_10x", "backtrace": "backtrace_speedup_vs_rescan"}
+    speed = {name: result[key] for name, key in bars.items() if key in result}
     axes[1].bar(list(speed), list(speed.values()), color="C2")
-    axes[1].set(ylabel="x faster than a rescan", title="metadata index and lineage vs rescans")
+    axes[1].set(ylabel="x faster than a rescan", title="metadata indexes and lineage vs rescans")
     memsql_runs = result["memsql"]
     axes[2].bar([f"{r['memsql_vectors'] // 1000}k\n{k}" for r in memsql_runs for k in ("index", "sql", "duckdb")],
                 [r[k] for r in memsql_runs for k in ("index_ms", "sql_ms", "duckdb_scan_ms")],
@@ -289,6 +391,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def only(args: argparse.Namespace, root: Path, video: Path) -> None:
+    """Re-measure the parts ``args.only`` into the existing ``deeplens.json`` (other keys kept)."""
+    result = json.loads((args.out / "deeplens.json").read_text())
+    measured: dict[str, Any] = {}
+    if "q1" in args.only:
+        measured.update(q1(root, args.q1_t))
+    if "q2" in args.only:
+        measured.update(q2(detected(video, root, args.every)))
+        measured.update(q2_scaled(video, root, measured["q2_patches"]))
+    if "q5" in args.only:
+        measured.update(q5_both(root, args.q5_word))
+    result.update(measured)
+    (args.out / "deeplens.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "deeplens.png")
+    shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(measured, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -298,23 +418,23 @@ def main() -> None:
     parser.add_argument("--rescan-sample", type=int, default=20)
     parser.add_argument("--vectors", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--q1-t", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.93, 0.95, 0.97])
-    parser.add_argument("--only-q1", action="store_true", help="re-measure q1 into an existing deeplens.json")
+    parser.add_argument("--q5-word", default="almond", help="the string q5 looks for (box.png reads it)")
+    parser.add_argument("--only", nargs="+", choices=["q1", "q2", "q5"],
+                        help="re-measure only these parts into an existing deeplens.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="sv-deeplens-"))
     video = vtest_video()
-    if args.only_q1:
-        result = json.loads((args.out / "deeplens.json").read_text())
-        result.update(q1(root, args.q1_t))
-        (args.out / "deeplens.json").write_text(json.dumps(result, indent=2))
-        plot(result, args.out / "deeplens.png")
-        print(json.dumps({k: v for k, v in result.items() if k.startswith("q1")}, indent=2))
+    if args.only:
+        only(args, root, video)
         return
     result = {"storage": storage(video, root, args.seconds)}
     print(json.dumps(result["storage"], indent=2), flush=True)
     result.update(q1(root, args.q1_t))
     data = detected(video, root, args.every)
     result.update(q2(data))
+    result.update(q2_scaled(video, root, result["q2_patches"]))
+    result.update(q5_both(root, args.q5_word))
     result.update(backtrace(data, video, args.backtrace, args.rescan_sample))
     result["memsql"] = [memsql(root, n, 0.95) for n in args.vectors]
     big = result["memsql"][-1]

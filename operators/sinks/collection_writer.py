@@ -10,7 +10,10 @@ A collection is a data directory::
 :meth:`CollectionWriter.write` puts a batch's lineage, metadata, vectors and the Kafka
 offsets it completes in one ``WriteBatch``, then applies the vectors to the shards they
 route to; only then does it report the offsets done, so a committed frame is answerable by
-the next query (read-your-writes). The shards are whatever :class:`ShardSet` the caller
+the next query (read-your-writes). The batch's kept pixels (``meta["kept"]``, see
+:mod:`operators.stores.frame_keeping`) go in the same ``WriteBatch``; a
+:class:`~operators.stores.segmenter.Segmenter` later compacts kept messages into H.264
+segments where the source asked for them. The shards are whatever :class:`ShardSet` the caller
 opens: in-process threads (a pipeline without a service, the embedded client) or Ray
 actors (the live service). A killed shard replays from the store; a killed writer
 re-reads its offsets from the store.
@@ -29,6 +32,7 @@ from operators.index.shard import as_ids, as_matrix, check_normalized
 from operators.index.sharded import STORE_DIRNAME, ShardSet
 from operators.sinks.offsets import OffsetTracker
 from operators.stores.lineage_store import LineageStore
+from operators.stores.segmenter import Segmenter
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.patches import PatchBatch
 
@@ -126,6 +130,7 @@ class CollectionWriter:
         self.featurizer = manifest.get("featurizer") or featurizer
         self._open_shards = open_shards
         self.store = LineageStore(self.data / STORE_DIRNAME)
+        self.segmenter = Segmenter(self.store)
         self.tracker = OffsetTracker(self.store.offsets(), self.store.offset_state())
         self.index: ShardSet | None = None
         self.snapshot_every_vectors = snapshot_every_vectors
@@ -198,11 +203,13 @@ class CollectionWriter:
         before = self.tracker.copy()
         try:
             offsets = self.tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
+            kept = batch.meta.get("kept") or []
             written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes(),
-                                               messages=batch.meta.get("messages"))  # type: ignore[arg-type]
+                                               kept=kept)  # type: ignore[arg-type]
         except BaseException:
             self.tracker = before  # nothing was written: the batch's offsets are not done
             raise
+        self.segmenter.wrote(kept)  # type: ignore[arg-type]
         if vectors is not None:
             self._apply(batch.ids, vectors)
         self.written += written
@@ -245,11 +252,13 @@ class CollectionWriter:
     def stats(self) -> dict[str, Any]:
         """Patches and vectors written by this writer, and the store position."""
         return {"written": self.written, "vectors": self.vectors, "position": self.store.position,
-                "indexed": self.index.ntotal if self.index is not None else 0}
+                "indexed": self.index.ntotal if self.index is not None else 0,
+                "segments": self.segmenter.segments, "segments_failed": self.segmenter.failed}
 
     def close(self) -> None:
         """Snapshot the shards (so that the next open replays nothing), release them, close the store."""
         self.snapshot()
         if self.index is not None:
             self.index.close()
+        self.segmenter.close()
         self.store.close()

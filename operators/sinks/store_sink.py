@@ -16,6 +16,7 @@ from typing import Any
 from operators.base import Sink
 from operators.index.sharded import ShardedIndex, ShardSet
 from operators.sinks.collection_writer import MANIFEST, CollectionWriter, read_manifest
+from operators.stores.frame_keeping import FrameKeeper
 from streamvision.core.patches import PatchBatch
 from streamvision.core.types import PatchType
 
@@ -40,6 +41,13 @@ class StoreSink(Sink):
             queries open fast). ``False`` writes the store only: the sink's memory stays flat
             on an endless stream, and readers replay the vectors written since the last
             snapshot. Ignored when a service serves ``data`` (its shards are the index).
+        store_frames: how the pixels of Kafka input are kept (``segments``, ``source``,
+            ``jpeg``, ``raw``, ``none``: :mod:`operators.stores.frame_keeping`); the plan pushes
+            it down to the Kafka sources feeding this sink, which encode where the frames are
+            decoded. ``None``: as the sources say (``segments`` by default). File input is
+            always kept as its original (DeepLens' encoded file), so only ``none``,
+            ``source`` and ``segments`` go with it.
+        segment_seconds: length of the H.264 segments (``segments``).
     """
 
     name = "store"
@@ -52,12 +60,18 @@ class StoreSink(Sink):
         shards: int = 2,
         featurizer: dict[str, Any] | None = None,
         keep_index: bool = True,
+        store_frames: str | None = None,
+        segment_seconds: float = 2.0,
     ) -> None:
         self.data = str(data)
         self.index_factory = index_factory
         self.shards = shards
         self.featurizer = featurizer
         self.keep_index = keep_index
+        if store_frames is not None:
+            FrameKeeper(store_frames, segment_seconds=segment_seconds)  # fail fast on a bad format
+        self.store_frames = store_frames
+        self.segment_seconds = segment_seconds
         self.dim: int | None = None
         self._writer: CollectionWriter | None = None
         self.last_offsets: dict[tuple[str, int], int] = {}

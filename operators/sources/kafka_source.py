@@ -34,6 +34,7 @@ wrong after multi-record batches).
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import math
 import resource
@@ -48,6 +49,8 @@ from operators.kafka.settings import KafkaSettings
 from operators.kafka import wire
 from operators.limits import DEFAULT_LIMITS, DecodeLimits
 from operators.sources.dead_letters import DeadLetters
+from operators.stores.frame_keeping import FrameKeeper
+from operators.stores.kept import KeptEntry
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.frames import FrameBatch
 from streamvision.core.lineage import KafkaKey
@@ -70,7 +73,7 @@ class _Pending:
     wall_time: list[float] = field(default_factory=list)
     ranges: list[list[Any]] = field(default_factory=list)
     dead_letters: list[list[Any]] = field(default_factory=list)
-    messages: list[list[Any]] = field(default_factory=list)
+    kept: list[KeptEntry] = field(default_factory=list)
     pixels: int = 0
 
     def size(self) -> tuple[int, int] | None:
@@ -103,10 +106,11 @@ class KafkaSource(Source):
         dead_letters: send bad messages to ``<topic>.dlq`` (``False``: only count and log them).
         limits: what one message may decode to and a batch may hold
             (:class:`~operators.limits.DecodeLimits`, or a dict of its fields over the defaults).
-        store_frames: ``"source"`` hands each good message's payload and headers on to the
-            sink (``meta["messages"]``), which keeps it as its frames' stored format (a JPEG,
-            PNG or raw message is a frame file, an H.264 message a segment); ``"none"`` keeps
-            no pixels.
+        store_frames: what the store keeps of each good message's pixels, handed on to the sink
+            with the batch (``meta["kept"]``): ``segments`` (the default), ``source``, ``jpeg``,
+            ``raw`` or ``none`` (:mod:`operators.stores.frame_keeping`); a store sink's own
+            ``store_frames`` is pushed down here by the plan.
+        segment_seconds: length of the H.264 segments the writer compacts messages into.
         poll_timeout_ms: how long one poll waits for records.
         idle_yield_s: while the topic is idle, yield an empty batch this often, so that the
             runtime regains control (to stop or drain) instead of waiting in ``next()``.
@@ -129,7 +133,8 @@ class KafkaSource(Source):
         width: int | None = None,
         dead_letters: bool = True,
         limits: DecodeLimits | dict[str, int] | None = None,
-        store_frames: str = "source",
+        store_frames: str = "segments",
+        segment_seconds: float = 2.0,
         poll_timeout_ms: int = 200,
         idle_yield_s: float = 1.0,
         idle_end_s: float = 30.0,
@@ -152,9 +157,7 @@ class KafkaSource(Source):
         self.until_end = until_end
         self.frame_size = None if height is None else (int(height), int(width))  # type: ignore[arg-type]
         self.dead_letters = dead_letters
-        if store_frames not in ("source", "none"):
-            raise ConfigError(f"kafka source: store_frames is 'source' or 'none', got {store_frames!r}")
-        self.store_frames = store_frames
+        self.keeper = FrameKeeper(store_frames, segment_seconds=segment_seconds)
         if isinstance(limits, dict):
             unknown = set(limits) - set(DecodeLimits.__dataclass_fields__)
             if unknown:
@@ -267,6 +270,17 @@ class KafkaSource(Source):
                 for (t, p), o in offsets.items() if TopicPartition(t, p) in assigned}
         if mine:
             self._consumer.commit_async(mine)
+
+    def with_frame_storage(self, store_frames: str, segment_seconds: float) -> "KafkaSource":
+        """A copy of this (unopened) source keeping pixels as ``store_frames`` says (the plan
+        pushes a store sink's choice down here, where the frames are decoded).
+
+        Raises:
+            ConfigError: an unknown format or a segment length that is not positive.
+        """
+        source = copy.copy(self)
+        source.keeper = FrameKeeper(store_frames, segment_seconds=segment_seconds)
+        return source
 
     def reject(self, messages: list[list[Any]]) -> FrameBatch:
         """Dead-letter messages an operator or the sink failed on (``processing-failed``, with
@@ -476,11 +490,7 @@ class KafkaSource(Source):
             ready.append(self._finish(pending))
             pending = _Pending()
         parts = max(1, -(-n // max_batch))
-        if self.store_frames == "source":
-            header = decoded.header
-            pending.messages.append([record.topic, record.partition, record.offset, header.camera,
-                                     float(decoded.wall_time[0]), float(decoded.wall_time[-1]),
-                                     [[k, v.decode("latin-1")] for k, v in record.headers or []], record.value])
+        pending.kept.extend(self.keeper.entries(record, decoded))
         for part in range(parts):
             lo, hi = part * max_batch, min(n, (part + 1) * max_batch)
             for i in range(lo, hi):
@@ -515,8 +525,8 @@ class KafkaSource(Source):
         meta: dict[str, object] = {"offset_ranges": pending.ranges}
         if pending.dead_letters:
             meta["dead_letters"] = pending.dead_letters
-        if pending.messages:
-            meta["messages"] = pending.messages
+        if pending.kept:
+            meta["kept"] = pending.kept
         images = np.stack(pending.images) if pending.images else np.zeros((0, *size, 3), np.uint8)
         return FrameBatch(
             keys=pending.keys, cameras=pending.cameras,

@@ -1,16 +1,20 @@
 """Backtrace to pixels (DeepLens 5.1): the exact crop of any patch, from the format holding its frame.
 
-A patch's lineage ends at a frame key, and the frame's pixels come from one of two formats:
+A patch's lineage ends at a frame key, and the frame's pixels come from one of three formats:
 
 * ``source``: the file it was read from (DeepLens' *encoded file*, referenced where it was
   ingested from): a video frame is decoded by a seek to the keyframe before it and decoding
   forward (:meth:`~operators.sources.video_file.VideoFileSource.frame`), an image read whole;
-* ``frame-file`` / ``segments``: the Kafka message itself, kept by the sink in the ``segments``
-  family (``KafkaSource(store_frames="source")``, the default): a JPEG, PNG or raw message is a
-  frame file, an H.264 message a GOP-aligned segment, decoded again as the source decoded it.
+* ``frame-file``: a kept JPEG, PNG or raw Kafka message, or a frame the source re-encoded
+  (``store_frames="jpeg"`` / ``"raw"``);
+* ``segments``: a kept H.264 message, or a segment the writer compacted a camera's messages
+  into (``store_frames="segments"``, the default; :mod:`operators.stores.segmenter`).
 
-The patch's box is cut out as the pipeline cut it (:func:`~operators.detectors.patches.crop`),
-so the crop is bit-exact with the pipeline's (the decoders are deterministic).
+Kept pixels are entries of the ``segments`` family (:mod:`operators.stores.kept`), decoded
+again as the source decoded them; the patch's box is cut out as the pipeline cut it
+(:func:`~operators.detectors.patches.crop`), so the crop is bit-exact with the pipeline's
+wherever the format is the message as it came or lossless (the decoders are deterministic),
+and within the codec's error where it was re-encoded.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from operators.detectors.patches import crop
 from operators.kafka import wire
 from operators.sources.image_folder import IMAGE_SUFFIXES, read_image
 from operators.sources.video_file import VideoFileSource
+from operators.stores import kept
 from operators.stores.lineage_store import LineageStore
 from streamvision.core.errors import InputError
 from streamvision.core.frames import FrameBatch
@@ -39,31 +44,47 @@ def source_format(store: LineageStore, frame_key: bytes) -> str | None:
     key = FrameKeyCodec.decode(frame_key)
     if isinstance(key, FileKey):
         return SOURCE if Path(key.file).is_file() else None
-    kept = store.message(key.topic, key.partition, key.offset)
-    return None if kept is None else _message_format(kept[1])
+    held = store.kept_frame(frame_key)
+    return None if held is None else _entry_format(held[0], store.kept(held[0]))
 
 
-def _message_format(headers: list[tuple[str, bytes]]) -> str:
-    return SEGMENTS if dict(headers).get(wire.H_KIND) == wire.KIND_H264.encode() else FRAME_FILE
+def _entry_format(key: bytes, entry: tuple[bytes, list[tuple[str, bytes]]] | None) -> str | None:
+    if entry is None:
+        return None
+    if key[:1] == kept.SEGMENT or dict(entry[1]).get(wire.H_KIND) == wire.KIND_H264.encode():
+        return SEGMENTS
+    return FRAME_FILE
+
+
+def _decode_entry(store: LineageStore, key: bytes) -> tuple[wire.Decoded, list[bytes]] | None:
+    """The frames of a kept entry (times as captured) and their frame keys, or ``None``."""
+    entry = store.kept(key)
+    if entry is None:
+        return None
+    decoded = wire.decode(*entry)
+    frame_keys, times = kept.frames_of(key, entry[1], len(decoded))
+    if times is not None:
+        decoded.wall_time[:] = times
+    return decoded, frame_keys
 
 
 def frame_image(store: LineageStore, frame_key: bytes) -> tuple[np.ndarray, str]:
     """``(RGB pixels, format)`` of a frame.
 
     Raises:
-        InputError: a Kafka frame whose message was not kept, or a file that is gone or unreadable.
+        InputError: a Kafka frame whose pixels were not kept, or a file that is gone or unreadable.
     """
     key = FrameKeyCodec.decode(frame_key)
     if isinstance(key, KafkaKey):
-        kept = store.message(key.topic, key.partition, key.offset)
-        if kept is None:
-            raise InputError(f"the pixels of {key.topic}/{key.partition}@{key.offset} are not kept (its source "
+        held = store.kept_frame(frame_key)
+        found = None if held is None else _decode_entry(store, held[0])
+        if held is None or found is None:
+            raise InputError(f"the pixels of {key.topic}/{key.partition}@{key.offset} are not kept (its sink "
                              f"ran with store_frames='none'); the broker may still hold the message")
-        value, headers = kept
-        images = wire.decode(value, headers).images
-        if not 0 <= key.index_in_message < len(images):
+        decoded, _ = found
+        if not 0 <= held[1] < len(decoded):
             raise InputError(f"message {key.topic}/{key.partition}@{key.offset} has no frame {key.index_in_message}")
-        return images[key.index_in_message], _message_format(headers)
+        return decoded.images[held[1]], _entry_format(held[0], store.kept(held[0])) or FRAME_FILE
     path = Path(key.file)
     if not path.is_file():
         raise InputError(f"the original of this frame, {key.file}, is no longer there (paths are as "
@@ -79,16 +100,17 @@ def frame_image(store: LineageStore, frame_key: bytes) -> tuple[np.ndarray, str]
 
 def load(store: LineageStore, camera_or_file: str, *, time_range: tuple[float, float] | None = None,
          every: int = 1, max_batch: int = 16) -> Iterator[FrameBatch]:
-    """The frames of a camera (kept Kafka messages) or of a video file, in time order, as batches.
+    """The frames of a camera (its kept pixels) or of a video file, in time order, as batches.
 
     ``time_range = (start, end)`` seconds is pushed down: a file is read from a seek to the
-    keyframe before ``start`` and stops at ``end``; a camera's messages are found by a range seek
-    on their time index (:meth:`~operators.stores.lineage_store.LineageStore.messages_between`),
-    so only the messages holding a frame in the range are decoded, and only the frames inside
-    it are yielded. ``every`` keeps every N-th frame.
+    keyframe before ``start`` and stops at ``end``; a camera's kept entries (messages, frames,
+    segments) are found by a range seek on their time index
+    (:meth:`~operators.stores.lineage_store.LineageStore.kept_between`), so only the entries
+    holding a frame in the range are decoded, and only the frames inside it are yielded.
+    ``every`` keeps every N-th frame.
 
     Raises:
-        InputError: neither a readable file nor a camera with kept messages in the range.
+        InputError: neither a readable file nor a camera with kept frames in the range.
     """
     if every < 1:
         raise InputError(f"every must be >= 1, got {every}")
@@ -104,21 +126,21 @@ def load(store: LineageStore, camera_or_file: str, *, time_range: tuple[float, f
     found = False
     seen = 0
     hi = end if end is not None else float(2 ** 40)
-    for topic, partition, offset in store.messages_between(camera_or_file, start, hi):
-        kept = store.message(topic, partition, offset)
-        if kept is None:
+    for key, _, _ in store.kept_between(camera_or_file, start, hi):
+        entry = _decode_entry(store, key)
+        if entry is None:
             continue
         found = True
-        decoded = wire.decode(*kept)
+        decoded, frame_keys = entry
         inside = [i for i in range(len(decoded)) if start <= decoded.wall_time[i] < hi]
         keep = [i for n, i in enumerate(inside, seen) if n % every == 0]
         seen += len(inside)
         for lo in range(0, len(keep), max_batch):
             rows = keep[lo:lo + max_batch]
             yield FrameBatch(
-                keys=[KafkaKey(topic, partition, offset, i).encode() for i in rows],
-                cameras=[camera_or_file] * len(rows), frame_no=decoded.frame_no[rows],
-                pts=decoded.pts[rows], wall_time=decoded.wall_time[rows], images=decoded.images[rows])
+                keys=[frame_keys[i] for i in rows], cameras=[camera_or_file] * len(rows),
+                frame_no=decoded.frame_no[rows], pts=decoded.pts[rows], wall_time=decoded.wall_time[rows],
+                images=decoded.images[rows])
     if not found:
         raise InputError(f"{camera_or_file!r} is neither a video file nor a camera with kept frames "
                          f"in {time_range or 'any time'}")

@@ -111,3 +111,23 @@ def test_fusion_joins_alike_operators_only():
     fused = optimize(flow)
     assert fused.nodes[2].upstream == "whole_frame->color_histogram"
     assert fused.validate()["whole_frame->color_histogram"].dim == ColorHistogram().dim
+
+
+def test_a_sinks_frame_storage_is_pushed_down_to_its_kafka_source():
+    from operators.sources.kafka_source import KafkaSource
+
+    source = KafkaSource(topic="cams", bootstrap_servers="127.0.0.1:9092")
+    flow = Dataflow("k")
+    flow.source(source).then(WholeFramePatches()).sink(StoreSink(data="/tmp/x", store_frames="jpeg"))
+    pushed = optimize(flow).nodes[0].component
+    assert (pushed.keeper.format, source.keeper.format) == ("jpeg", "segments")  # a copy; the user's is unchanged
+    default = Dataflow("d")
+    default.source(source).then(WholeFramePatches()).sink(StoreSink(data="/tmp/x"))
+    assert optimize(default).nodes[0].component.keeper.format == "segments"
+    files = Dataflow("f")
+    files.source(_source()).then(WholeFramePatches()).sink(StoreSink(data="/tmp/x", store_frames="raw"))
+    with pytest.raises(ConfigError, match="kept as their originals"):
+        optimize(files)
+    kept_file = Dataflow("o")
+    kept_file.source(_source()).then(WholeFramePatches()).sink(StoreSink(data="/tmp/x", store_frames="segments"))
+    assert [n.id for n in optimize(kept_file).nodes] == ["video_file", "whole_frame", "store"]
