@@ -18,9 +18,17 @@ vectors         patch id                                          float32 bytes
 vector_log      position(8) patch id                              empty
 offsets         topic 0 partition(4)                              next offset (8)
 offsets         topic 0 partition(4) 0 "state"                    JSON: done ranges past it
-segments        kept pixels (:mod:`operators.stores.kept`)        a wire message, a ref,
-                                                                  or a time-index entry
+segments        kept pixels (:mod:`operators.stores.kept`), in    a wire message, a ref,
+                the pixel database ``pixels/``                    or a time-index entry
 ==============  ================================================  ======================
+
+Kept pixels live in a RocksDB of their own inside the store's directory (``pixels/``, one
+``segments`` family; older stores keep an unused ``segments`` family in the main one). They
+are most of the bytes written (50-100 KB a frame against a few hundred for its results), and
+a reader following the writer (the query front end) replays the writer's log of what it
+opened: apart, a follower that answers queries replays only the record, and opens the pixels
+when first asked for them. A batch's pixels are written just before its record, so a crash
+between the two leaves pixels that the replay of its messages writes again.
 
 The store is the record; vector indexes are derived state. Every write that stores vectors
 takes the next *position* (a counter kept as the keys of ``vector_log``, in the same
@@ -82,6 +90,8 @@ MEMTABLE_BUDGET_BYTES = 32 << 20
 #: that the writer and every following reader (which replays the writer's log into memtables of
 #: its own) buffer only a few MB of pixels nobody is querying.
 SEGMENTS_MEMTABLE_BYTES = 4 << 20
+#: The pixel database inside a store's directory (see the module docstring).
+PIXELS_DIRNAME = "pixels"
 _PATCH_REF = b"P"
 #: The ``by_text`` key written once every row's text is in the index.
 _TEXT_INDEXED = b""
@@ -109,13 +119,13 @@ def _put_text(wb: rocksdict.WriteBatch, handle: Any, pid: bytes, text: Any) -> N
             wb.put(gram + _SEP + pid, b"", handle)
 
 
-def _families(where: Path, read_only: bool) -> tuple[str, ...]:
+def _families(where: Path, read_only: bool, wanted: tuple[str, ...]) -> tuple[str, ...]:
     """The column families to open: every one for a writer (RocksDB creates those a store
     written by an older version lacks, such as ``by_text``), those the store has for a reader."""
     if not read_only:
-        return COLUMN_FAMILIES
+        return wanted
     present = set(rocksdict.Rdict.list_cf(str(where)))
-    return tuple(name for name in COLUMN_FAMILIES if name in present)
+    return tuple(name for name in wanted if name in present)
 
 
 def _options() -> rocksdict.Options:
@@ -224,7 +234,8 @@ def _link_copy(path: Path) -> tempfile.TemporaryDirectory:  # type: ignore[type-
     return scratch
 
 
-def _open_db(path: Path, read_only: bool, follow: str | Path | None) -> tuple[
+def _open_db(path: Path, read_only: bool, follow: str | Path | None, wanted: tuple[str, ...] = COLUMN_FAMILIES
+             ) -> tuple[
         rocksdict.Rdict, tempfile.TemporaryDirectory | None, str | Path | None,  # type: ignore[type-arg]
         tuple[str, ...]]:
     """Open the store's RocksDB: ``(db, scratch directory or None, follow, column families opened)``.
@@ -240,11 +251,12 @@ def _open_db(path: Path, read_only: bool, follow: str | Path | None) -> tuple[
     Raises:
         ConfigError: a writer on a read-only directory, or on one another writer holds (its LOCK).
     """
-    families = {name: rocksdict.Options(raw_mode=True) for name in COLUMN_FAMILIES}
-    families["segments"].set_write_buffer_size(SEGMENTS_MEMTABLE_BYTES)
+    families = {name: rocksdict.Options(raw_mode=True) for name in wanted}
+    if "segments" in families:
+        families["segments"].set_write_buffer_size(SEGMENTS_MEMTABLE_BYTES)
 
     def open_at(where: Path, access: rocksdict.AccessType) -> tuple[rocksdict.Rdict, tuple[str, ...]]:
-        names = _families(where, read_only)
+        names = _families(where, read_only, wanted)
         opened = {name: families[name] for name in names}
         return rocksdict.Rdict(str(where), _options(), column_families=opened, access_type=access), names
 
@@ -312,7 +324,12 @@ class LineageStore:
         self._handles = {name: self._db.get_column_family_handle(name) for name in families}
         self.read_only = read_only
         self._following = follow is not None
+        self._follow_pixels = Path(follow) / PIXELS_DIRNAME if follow is not None else None
+        self._pixel_db: tuple[rocksdict.Rdict, Any, Any] | None = None  # db, segments family, its handle
+        self._pixel_scratch: tempfile.TemporaryDirectory | None = None  # type: ignore[type-arg]
         self._catching_up = threading.Lock()  # readers on several threads may ask at once
+        if not read_only:
+            self._open_pixels()
         self._position = self._last_position()
         if not read_only and not self.text_indexed:
             self._index_texts()
@@ -355,6 +372,8 @@ class LineageStore:
             with self._catching_up:
                 self._db.try_catch_up_with_primary()
                 self._position = self._last_position()
+                if self._pixel_db is not None:
+                    self._pixel_db[0].try_catch_up_with_primary()
 
     # ------------------------------------------------------------------ writes
     def write_patches(self, batch: PatchBatch, *, offsets: dict[tuple[str, int], int] | None = None,
@@ -409,8 +428,11 @@ class LineageStore:
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
                 wb.put(position + pid, b"", h["vector_log"])
+        pixels = rocksdict.WriteBatch(raw_mode=True)
         for entry in kept or ():
-            self._put_kept(wb, entry)
+            self._put_kept(pixels, entry)
+        if len(pixels):  # first: a crash between the two leaves pixels that the replay rewrites
+            self._pixel_db[0].write(pixels)  # type: ignore[index]
         for (topic, partition), offset in (offsets or {}).items():
             wb.put(topic.encode() + _SEP + struct.pack(">I", partition), struct.pack(">Q", offset), h["offsets"])
         for (topic, partition), state in (offset_state or {}).items():
@@ -521,8 +543,8 @@ class LineageStore:
 
     def scan(self, family: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` pairs whose key starts with ``prefix``, in key order."""
-        cf = self._cf[family]
-        for key in _prefix_keys(cf, prefix):
+        cf = self._family(family)
+        for key in _prefix_keys(cf, prefix) if cf is not None else ():
             yield key, cf[key]
 
     def keys_between(self, family: str, lo: bytes, hi: bytes) -> Iterator[bytes]:
@@ -537,7 +559,11 @@ class LineageStore:
 
     def count(self, family: str) -> int:
         """Number of keys in a family (a full scan; for tests and stats)."""
-        return sum(1 for _ in self._cf[family].keys())
+        cf = self._family(family)
+        return 0 if cf is None else sum(1 for _ in cf.keys())
+
+    def _family(self, name: str) -> Any | None:
+        return self._open_pixels() if name == "segments" else self._cf[name]
 
     def patch(self, pid: int) -> dict[str, Any] | None:
         """Metadata of patch ``pid`` (with ``parent`` and ``frame_key``), or ``None``."""
@@ -632,26 +658,47 @@ class LineageStore:
             rows.append(np.frombuffer(raw, np.float32))
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
+    # ------------------------------------------------------------------ kept pixels
+    def _open_pixels(self) -> Any | None:
+        """The ``segments`` family of the pixel database, opened on first use (a reader of a
+        store with no kept pixels gets ``None``)."""
+        if self._pixel_db is None:
+            path = self.path / PIXELS_DIRNAME
+            if self.read_only and not (path / "CURRENT").exists():
+                return None
+            db, self._pixel_scratch, _, _ = _open_db(path, self.read_only, self._follow_pixels, ("segments",))
+            self._pixel_db = (db, db.get_column_family("segments"), db.get_column_family_handle("segments"))
+        return self._pixel_db[1]
+
+    def _pixel_handle(self) -> Any:
+        self._open_pixels()
+        assert self._pixel_db is not None, "only a writer writes pixels"
+        return self._pixel_db[2]
+
     def message(self, topic: str, partition: int, offset: int) -> tuple[bytes, list[tuple[str, bytes]]] | None:
         """``(value, headers)`` of a Kafka message kept as received, or ``None``."""
         return self.kept(message_key(topic, partition, offset))
 
     def kept(self, key: bytes) -> tuple[bytes, list[tuple[str, bytes]]] | None:
         """``(value, headers)`` of a kept-pixels entry (:mod:`operators.stores.kept`), or ``None``."""
-        raw = self._cf["segments"].get(key)
+        cf = self._open_pixels()
+        raw = None if cf is None else cf.get(key)
         return None if raw is None else decode_entry(raw)
 
     def kept_frame(self, frame_key: bytes) -> tuple[bytes, int] | None:
         """``(entry key, index of the frame in it)`` of the entry holding a frame's pixels, or
         ``None``: the message it came in, a frame entry, or (through its ref) a segment."""
+        cf = self._open_pixels()
+        if cf is None:
+            return None
         key = FrameKeyCodec.decode(frame_key)
         if isinstance(key, KafkaKey):
             entry = message_key(key.topic, key.partition, key.offset)
-            if self._cf["segments"].get(entry) is not None:
+            if cf.get(entry) is not None:
                 return entry, key.index_in_message
-        if self._cf["segments"].get(kept_entries.FRAME + frame_key) is not None:
+        if cf.get(kept_entries.FRAME + frame_key) is not None:
             return kept_entries.FRAME + frame_key, 0
-        ref = self._cf["segments"].get(kept_entries.REF + frame_key)
+        ref = cf.get(kept_entries.REF + frame_key)
         if ref is None:
             return None
         return ref[4:], struct.unpack(">I", ref[:4])[0]
@@ -661,9 +708,12 @@ class LineageStore:
         in ``[start, end)`` seconds, in time order: a seek to the first entry whose last frame is
         at or after ``start``, stopping at the first that begins at or after ``end`` (a camera's
         entries follow each other in time), so only the entries that overlap are read."""
+        cf = self._open_pixels()
+        if cf is None:
+            return
         head = kept_entries.time_prefix(camera)
         hi = struct.unpack(">Q", _ts_us(end))[0]
-        it = self._cf["segments"].iter()
+        it = cf.iter()
         it.seek(head + _ts_us(start))
         while it.valid() and it.key().startswith(head):
             key, first = it.key(), struct.unpack(">Q", it.value())[0]
@@ -677,8 +727,11 @@ class LineageStore:
         """``camera``'s newest run of kept JPEG, PNG or raw messages (at most ``limit``), oldest
         first: what a segmenter has not compacted yet. A walk back from the camera's newest
         entry, stopping at a segment, a frame entry or an H.264 message."""
+        cf = self._open_pixels()
+        if cf is None:
+            return []
         head = kept_entries.time_prefix(camera)
-        it = self._cf["segments"].iter()
+        it = cf.iter()
         it.seek_for_prev(head + b"\xff" * 9)
         found: list[tuple[bytes, float, float]] = []
         while it.valid() and it.key().startswith(head) and len(found) < limit:
@@ -697,17 +750,17 @@ class LineageStore:
         """Replace entries of ``camera`` (``(key, first, last)``, from :meth:`kept_between`) by one
         segment holding their frames, in one ``WriteBatch``: each frame's ref names the segment."""
         wb = rocksdict.WriteBatch(raw_mode=True)
-        h = self._handles["segments"]
+        h = self._pixel_handle()
         self._put_kept(wb, new)
         for i, frame_key in enumerate(frame_keys):
             wb.put(kept_entries.REF + frame_key, struct.pack(">I", i) + new.key, h)
         for key, _, last in old:
             wb.delete(key, h)
             wb.delete(kept_entries.time_prefix(camera) + _ts_us(last) + key, h)
-        self._db.write(wb)
+        self._pixel_db[0].write(wb)  # type: ignore[index]
 
     def _put_kept(self, wb: rocksdict.WriteBatch, entry: KeptEntry) -> None:
-        h = self._handles["segments"]
+        h = self._pixel_handle()
         wb.put(entry.key, entry.encode(), h)
         wb.put(entry.time_key, _ts_us(entry.first_ts), h)
 
@@ -748,6 +801,9 @@ class LineageStore:
         """Close the database; the object is unusable afterwards (closing twice is a no-op)."""
         if self._db is None:
             return
+        if self._pixel_db is not None:
+            self._pixel_db[0].close()
+            self._pixel_db = None
         self._db.close()
         # rocksdict releases the directory's lock only once every handle is dropped.
         self._cf, self._handles = {}, {}
