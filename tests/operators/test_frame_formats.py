@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 import streamvision
-from operators.featurizers.color_histogram import ColorHistogram
-from operators.patches.whole_frame import WholeFramePatches
 from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
 from operators.sinks.store_sink import StoreSink
@@ -23,6 +21,7 @@ from operators.stores.segmenter import Segmenter
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.lineage import FrameKeyCodec, KafkaKey
 from streamvision.core.patches import PatchBatch
+from tests.operators.kafka_ingest import ingest_whole_frames
 
 SEGMENT_SECONDS = 0.25
 
@@ -41,17 +40,7 @@ def _ingest(broker, topic: str, data, store_frames: str) -> dict[bytes, tuple[fl
     """Ingest the topic keeping frames as ``store_frames``; the frames the source decoded, by key."""
     source = KafkaSource(topic=topic, bootstrap_servers=broker.bootstrap_servers, group_id=f"g-{store_frames}",
                          until_end=True, session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    source = source.with_frame_storage(store_frames, SEGMENT_SECONDS)
-    whole, hist = WholeFramePatches(), ColorHistogram(bins=4, grid=2)
-    sink = StoreSink(data=str(data), featurizer=hist.spec())
-    decoded: dict[bytes, tuple[float, np.ndarray]] = {}
-    source.open()
-    source.seek({})
-    for batch in source.read(8):
-        decoded.update((k, (float(w), im.copy())) for k, w, im in zip(batch.keys, batch.wall_time, batch.images))
-        sink.write(hist.process(whole.process(batch)))
-    source.close()
-    sink.close()  # the segmenter finishes the segments handed to it
+    decoded = ingest_whole_frames(source.with_frame_storage(store_frames, SEGMENT_SECONDS), data)
     assert len(decoded) == 44
     return decoded
 

@@ -15,7 +15,6 @@ import streamvision
 from operators.base import OperatorContext
 from operators.detectors.nanodet import NanoDetDetector
 from operators.featurizers.color_histogram import ColorHistogram
-from operators.patches.whole_frame import WholeFramePatches
 from operators.producers import FrameProducer
 from operators.sinks.store_sink import StoreSink
 from operators.sources.image_folder import ImageFolderSource
@@ -26,6 +25,7 @@ from operators.stores.pixels import frame_image
 from streamvision.cli.app import app
 from streamvision.core.errors import InputError
 from streamvision.core.lineage import FrameKeyCodec, KafkaKey
+from tests.operators.kafka_ingest import ingest_whole_frames
 
 
 @pytest.fixture(scope="module")
@@ -126,17 +126,8 @@ def test_kafka_frames_are_kept_loaded_by_time_and_backtraced_exactly(broker, vte
         producer.produce(str(vtest_path), camera="jpg", kind="jpeg", limit=12)
     source = KafkaSource(topic="kept", bootstrap_servers=broker.bootstrap_servers, group_id="g-kept", until_end=True,
                          session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    whole, hist = WholeFramePatches(), ColorHistogram(bins=4, grid=2)
     data = tmp_path / "kept"
-    sink = StoreSink(data=str(data), featurizer=hist.spec())
-    decoded: dict[bytes, tuple[float, np.ndarray]] = {}
-    source.open()
-    source.seek({})
-    for batch in source.read(8):
-        decoded.update((k, (float(w), im.copy())) for k, w, im in zip(batch.keys, batch.wall_time, batch.images))
-        sink.write(hist.process(whole.process(batch)))
-    source.close()
-    sink.close()
+    decoded = ingest_whole_frames(source, data)
     assert len(decoded) == 42
     with streamvision.connect(data) as sv:
         for pid in sv.store.row_ids():
