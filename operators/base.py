@@ -50,6 +50,8 @@ class Operator(ABC, Generic[In, Out]):
     """
 
     name: ClassVar[str]
+    #: True for an operator holding state across batches (a tracker): it runs as one actor.
+    stateful: ClassVar[bool] = False
 
     @abstractmethod
     def input_type(self) -> StreamType:

@@ -32,6 +32,7 @@ _BUILTIN: dict[str, str] = {
     "efficientnet_lite0": "operators.featurizers.efficientnet:EfficientNetLite0Featurizer",
     "torch_module": "operators.featurizers.torch_module:TorchModuleFeaturizer",
     "mop_classifier": "operators.training.classifier:MopClassifier",
+    "tracker": "operators.tracking.tracker:ObjectTracker",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 

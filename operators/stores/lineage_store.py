@@ -20,6 +20,9 @@ offsets         topic 0 partition(4)                              next offset (8
 offsets         topic 0 partition(4) 0 "state"                    JSON: done ranges past it
 segments        kept pixels (:mod:`operators.stores.kept`), in    a wire message, a ref,
                 the pixel database ``pixels/``                    or a time-index entry
+tracks,         tracks and their boxes                            see :mod:`operators.stores.tracks`
+track_boxes
+labels          user labels, who set them and when                see :mod:`operators.stores.labels`
 ==============  ================================================  ======================
 
 Kept pixels live in a RocksDB of their own inside the store's directory (``pixels/``, one
@@ -70,6 +73,7 @@ import rocksdict
 
 from operators.kafka.wire import H_KIND, KIND_H264
 from operators.stores import kept as kept_entries
+from operators.stores import tracks as track_rows
 from operators.stores.kept import KeptEntry, decode_entry, message_key
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.lineage import FrameKeyCodec, KafkaKey, id_bytes, id_from_bytes
@@ -77,7 +81,8 @@ from streamvision.core.patches import PatchBatch
 
 COLUMN_FAMILIES = (
     "frames", "patches", "lineage_up", "lineage_down", "by_label", "by_time", "by_model",
-    "vectors", "vector_log", "offsets", "segments", "models", "by_text",
+    "vectors", "vector_log", "offsets", "segments", "models", "by_text", "tracks", "track_boxes",
+    "labels",
 )
 #: Vectors read per chunk when replaying the vector log.
 REPLAY_CHUNK = 16384
@@ -396,6 +401,7 @@ class LineageStore:
         wb = rocksdict.WriteBatch(raw_mode=True)
         h = self._handles
         position = struct.pack(">Q", self._position + 1)
+        tracked = []
         for i in range(len(batch)):
             pid = id_bytes(int(batch.ids[i]))
             meta = batch.meta_row(i)
@@ -407,6 +413,10 @@ class LineageStore:
             links = {k: meta.pop(k) for k in ("parent_model", "parent_parent") if k in meta}
             if parent and links:
                 self._put_parent(wb, parent, links, meta, frame_key)
+            if meta.get("track_id") is not None:  # the box is the detection: this row or its parent
+                vector = batch.vectors[i] if batch.vectors is not None else None
+                tracked.append((batch.cameras[i], int(meta["track_id"]), float(batch.wall_time[i]) or float(batch.pts[i]),
+                                batch.labels[i], parent if links else int(batch.ids[i]), vector))
             wb.put(pid, json.dumps(meta).encode(), h["patches"])
             wb.put(pid, parent_ref, h["lineage_up"])
             wb.put(parent_ref + pid, b"", h["lineage_down"])
@@ -428,6 +438,8 @@ class LineageStore:
             if batch.vectors is not None:
                 wb.put(pid, batch.vectors[i].astype(np.float32).tobytes(), h["vectors"])
                 wb.put(position + pid, b"", h["vector_log"])
+        if tracked:
+            track_rows.put_tracks(wb, h, self.get, tracked)
         pixels = rocksdict.WriteBatch(raw_mode=True)
         for entry in kept or ():
             self._put_kept(pixels, entry)
@@ -521,7 +533,7 @@ class LineageStore:
         grand = int(links.get("parent_parent", 0))
         ref = id_bytes(parent)
         meta = {k: v for k, v in child_meta.items()
-                if k in ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "score", "text")}
+                if k in ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "score", "text", "track_id")}
         meta.update(model=links.get("parent_model", ""), parent=grand, frame_key=frame_key.hex())
         up = _PATCH_REF + id_bytes(grand) if grand else frame_key
         wb.put(ref, json.dumps(meta).encode(), h["patches"])
@@ -536,10 +548,21 @@ class LineageStore:
         """Delete one raw key."""
         del self._cf[family][key]
 
+    def write_raw(self, family: str, puts: dict[bytes, bytes], deletes: Iterable[bytes] = ()) -> None:
+        """Put and delete raw keys of one family in one ``WriteBatch`` (deletes first)."""
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        handle = self._handles[family]
+        for key in deletes:
+            wb.delete(key, handle)
+        for key, value in puts.items():
+            wb.put(key, value, handle)
+        self._db.write(wb)
+
     # ------------------------------------------------------------------ reads
     def get(self, family: str, key: bytes) -> bytes | None:
-        """One raw value, or ``None``."""
-        return self._cf[family].get(key)
+        """One raw value, or ``None`` (also for a family an older store lacks)."""
+        cf = self._family(family)
+        return None if cf is None else cf.get(key)
 
     def scan(self, family: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` pairs whose key starts with ``prefix``, in key order."""
@@ -549,7 +572,8 @@ class LineageStore:
 
     def keys_between(self, family: str, lo: bytes, hi: bytes) -> Iterator[bytes]:
         """Keys ``lo <= key < hi`` of a family, in order (a range seek: costs the keys it returns)."""
-        return _prefix_keys(self._cf[family], lo, hi)
+        cf = self._family(family)
+        return _prefix_keys(cf, lo, hi) if cf is not None else iter(())
 
     def first_key(self, family: str, at: bytes) -> bytes | None:
         """The first key ``>= at``, or ``None`` (for skip-scans over key prefixes)."""
@@ -557,13 +581,27 @@ class LineageStore:
         it.seek(at)
         return it.key() if it.valid() else None
 
+    def last_key(self, family: str, prefix: bytes) -> bytes | None:
+        """The last key starting with ``prefix``, or ``None`` (one backward seek)."""
+        cf = self._family(family)
+        if cf is None:
+            return None
+        it = cf.iter()
+        it.seek_for_prev(prefix + b"\xff" * 32)
+        return it.key() if it.valid() and it.key().startswith(prefix) else None
+
+    def last_time(self, camera: str) -> float | None:
+        """The latest capture time (seconds) of any patch of ``camera``, or ``None``."""
+        key = self.last_key("by_time", camera.encode() + _SEP)
+        return None if key is None else struct.unpack(">Q", key[-16:-8])[0] / 1e6
+
     def count(self, family: str) -> int:
         """Number of keys in a family (a full scan; for tests and stats)."""
         cf = self._family(family)
         return 0 if cf is None else sum(1 for _ in cf.keys())
 
     def _family(self, name: str) -> Any | None:
-        return self._open_pixels() if name == "segments" else self._cf[name]
+        return self._open_pixels() if name == "segments" else self._cf.get(name)
 
     def patch(self, pid: int) -> dict[str, Any] | None:
         """Metadata of patch ``pid`` (with ``parent`` and ``frame_key``), or ``None``."""

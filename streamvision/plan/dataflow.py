@@ -150,6 +150,8 @@ class Dataflow:
             raise ConfigError(f"{component.name}: unknown resource option: {exc}") from exc
         if kind == "sink" and res.replicas != 1:
             raise ConfigError(f"sink {component.name!r} runs as one actor (replicas=1)")
+        if kind == "operator" and component.stateful and res.replicas != 1:
+            raise ConfigError(f"{component.name!r} keeps state across batches and runs as one actor (replicas=1)")
         base = component.name
         taken = {n.id for n in self.nodes}
         node_id = base if base not in taken else next(f"{base}#{i}" for i in range(2, 1000) if f"{base}#{i}" not in taken)

@@ -1,0 +1,1 @@
+"""Tracking: per-camera identities of detections (:mod:`operators.tracking.tracker`)."""

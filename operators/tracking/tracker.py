@@ -1,0 +1,272 @@
+"""The tracker operator: a per-camera ``track_id`` for every detection (DeepLens q3/q4).
+
+ByteTrack (Roboflow's ``trackers`` package, Apache-2.0) links a camera's detections over
+time; this operator runs one tracker per camera and class group (people apart from vehicles,
+so a van's box never continues a walker's track), maps the library's ids to the camera's
+own track ids, and writes them as the ``track_id`` column (``None`` for a detection no track
+has confirmed). Whole-frame patches (label ``""``) pass untouched.
+
+Frames are fed to a camera's tracker in capture-time order. A frame older than the last one
+the camera's tracker saw (a batch a replica finished late) does not move the tracker back:
+its boxes take the id of the track whose recent box overlaps them most.
+
+State survives a restart: given the collection's store (``state``, filled in from the sink by
+a plan rule), a new tracker replays the camera's stored detections of the last
+``restore_seconds`` through a fresh ByteTrack and maps the ids it gives back to the stored
+ones, so objects still in view keep their ids; new objects get ids past the largest stored.
+
+>>> tracker = ObjectTracker(labels=["person"])
+>>> tracker.group("person"), tracker.group("car")
+('person', None)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from operators.base import Operator, OperatorContext
+from operators.index.sharded import STORE_DIRNAME
+from operators.stores.lineage_store import LineageStore
+from operators.stores.tracks import StoredBox, recent_boxes
+from streamvision.core.errors import ConfigError
+from streamvision.core.patches import PatchBatch
+from streamvision.core.types import PatchType, StreamType
+
+#: Labels tracked as one class: a detector calls the same van a car, a truck and a bus.
+VEHICLES = frozenset({"car", "truck", "bus", "motorcycle", "bicycle", "train"})
+#: Labels tracked by default: the objects video analytics counts.
+DEFAULT_LABELS = ("person", *sorted(VEHICLES))
+#: Seconds of a late frame's camera history kept to match it against.
+HISTORY_SECONDS = 5.0
+#: Least overlap of a late box with a track's nearest box to take its id.
+LATE_MIN_IOU = 0.3
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+@dataclass
+class _Lane:
+    """One camera and class group: the library's tracker and its ids mapped to ours."""
+
+    tracker: Any
+    ours: dict[int, int] = field(default_factory=dict)  # library id -> track id
+    last_ts: float = float("-inf")
+    history: deque = field(default_factory=deque)  # (ts, track id, box) of confirmed boxes
+
+
+class ObjectTracker(Operator[PatchBatch, PatchBatch]):
+    """Give each detection of the tracked labels a per-camera ``track_id`` (ByteTrack).
+
+    Args:
+        labels: detector labels to track; people and vehicles by default.
+        lost_seconds: how long a track missing from view is kept to be found again.
+        activation_score: lowest score that starts a new track.
+        high_score: scores at least this are matched first (ByteTrack's first stage); lower
+            ones only continue tracks (its second stage).
+        min_iou: least overlap of a box with a track's predicted box to continue it.
+        min_frames: frames a new track needs before it is confirmed and gets an id.
+        fps: the camera's frame rate (ByteTrack's motion model step); capture times set the
+            actual steps.
+        restore_seconds: seconds of stored detections replayed on a restart.
+        state: the collection's data directory to restore from (set by the plan from the
+            store sink; ``None``: start empty).
+
+    It runs as one replica (it holds the cameras' tracks); the plan refuses more.
+    """
+
+    name = "tracker"
+    #: It holds the cameras' tracks: the plan runs it as one actor.
+    stateful = True
+
+    def __init__(self, *, labels: Sequence[str] = DEFAULT_LABELS, lost_seconds: float = 2.0,
+                 activation_score: float = 0.4, high_score: float = 0.5, min_iou: float = 0.1,
+                 min_frames: int = 2, fps: float = 10.0, restore_seconds: float = 5.0,
+                 state: str | None = None) -> None:
+        if not labels or not all(isinstance(x, str) and x for x in labels):
+            raise ConfigError(f"tracker: labels must be a non-empty list of names, got {labels!r}")
+        for key, value in (("lost_seconds", lost_seconds), ("fps", fps)):
+            if not value > 0:
+                raise ConfigError(f"tracker: {key} must be > 0, got {value}")
+        for key, value in (("activation_score", activation_score), ("high_score", high_score), ("min_iou", min_iou)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"tracker: {key} must be in [0, 1], got {value}")
+        if int(min_frames) < 1 or restore_seconds < 0:
+            raise ConfigError("tracker: min_frames must be >= 1 and restore_seconds >= 0")
+        self.labels = frozenset(labels)
+        self.lost_seconds = float(lost_seconds)
+        self.activation_score = float(activation_score)
+        self.high_score = float(high_score)
+        self.min_iou = float(min_iou)
+        self.min_frames = int(min_frames)
+        self.fps = float(fps)
+        self.restore_seconds = float(restore_seconds)
+        self.state = state
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._next_id: dict[str, int] = {}
+        self._restored: set[str] = set()
+
+    def input_type(self) -> StreamType:
+        """Detections: pixel patches with boxes, labels and scores."""
+        return PatchType()
+
+    def output_type(self, upstream: StreamType) -> StreamType:
+        """The upstream type: the same rows, with ``track_id``."""
+        return upstream
+
+    def with_state(self, data: str) -> "ObjectTracker":
+        """The same tracker, restoring from the store of collection ``data``."""
+        opts = {k: getattr(self, k) for k in ("lost_seconds", "activation_score", "high_score", "min_iou",
+                                              "min_frames", "fps", "restore_seconds")}
+        return ObjectTracker(labels=sorted(self.labels), state=data, **opts)
+
+    def group(self, label: str) -> str | None:
+        """The class group a label is tracked in, or ``None`` when it is not tracked."""
+        if label not in self.labels:
+            return None
+        return "vehicle" if label in VEHICLES else label
+
+    def setup(self, context: OperatorContext) -> None:
+        """Check the tracking library is installed (cameras are restored when first seen)."""
+        _library()
+
+    def _lane(self, camera: str, group: str) -> _Lane:
+        key = (camera, group)
+        if key not in self._lanes:
+            bytetrack = _library()
+            self._lanes[key] = _Lane(bytetrack(
+                lost_track_buffer=max(1, round(self.lost_seconds * 30.0)), frame_rate=self.fps,
+                track_activation_threshold=self.activation_score, minimum_consecutive_frames=self.min_frames,
+                minimum_iou_threshold=self.min_iou, high_conf_det_threshold=self.high_score))
+        return self._lanes[key]
+
+    def _new_id(self, camera: str) -> int:
+        self._next_id[camera] = self._next_id.get(camera, 0) + 1
+        return self._next_id[camera]
+
+    def process(self, batch: PatchBatch) -> PatchBatch:
+        """The batch with a ``track_id`` column (``None`` where no track holds the box)."""
+        track_ids: list[int | None] = list(batch.extra.get("track_id", [None] * len(batch)))
+        frames: dict[tuple[str, str, float], list[int]] = defaultdict(list)
+        for i, label in enumerate(batch.labels):
+            group = self.group(label)
+            if group is not None:
+                ts = float(batch.wall_time[i]) or float(batch.pts[i])
+                frames[(batch.cameras[i], group, ts)].append(i)
+        for camera in {c for c, _, _ in frames} - self._restored:
+            self._restore(camera)
+        for (camera, group, ts), rows in sorted(frames.items(), key=lambda kv: kv[0][2]):
+            lane = self._lane(camera, group)
+            boxes = batch.bboxes[rows].astype(np.float64)
+            scores = batch.scores[rows].astype(np.float64)
+            ids = self._late(lane, ts, boxes) if ts <= lane.last_ts else self._step(camera, lane, ts, boxes, scores)
+            for row, tid in zip(rows, ids):
+                track_ids[row] = tid
+        return replace(batch, extra={**batch.extra, "track_id": track_ids})
+
+    def _step(self, camera: str, lane: _Lane, ts: float, boxes: np.ndarray, scores: np.ndarray,
+              known: Sequence[int | None] | None = None) -> list[int | None]:
+        """Feed one frame's boxes to the lane's tracker; ``known`` maps replayed boxes to stored ids."""
+        import supervision as sv
+
+        detections = sv.Detections(xyxy=boxes.reshape(-1, 4), confidence=scores,
+                                   data={"row": np.arange(len(boxes))})
+        tracked = lane.tracker.update(detections, timestamp=ts)
+        out: list[int | None] = [None] * len(boxes)
+        for row, theirs in zip(tracked.data["row"].tolist(), tracked.tracker_id.tolist()):
+            if theirs < 0:
+                continue
+            if theirs not in lane.ours:
+                stored = known[row] if known is not None else None
+                lane.ours[theirs] = stored if stored is not None else self._new_id(camera)
+            out[row] = lane.ours[theirs]
+        lane.last_ts = ts
+        for row, tid in enumerate(out):
+            if tid is not None:
+                lane.history.append((ts, tid, boxes[row]))
+        while lane.history and lane.history[0][0] < ts - HISTORY_SECONDS:
+            lane.history.popleft()
+        return out
+
+    def _late(self, lane: _Lane, ts: float, boxes: np.ndarray) -> list[int | None]:
+        """Ids for a frame older than the lane's last: each track's box at the frame's time
+        (interpolated between its boxes before and after it), assigned one to one by overlap;
+        the tracker itself does not go back."""
+        before: dict[int, tuple[float, np.ndarray]] = {}
+        after: dict[int, tuple[float, np.ndarray]] = {}
+        for seen_ts, tid, seen in lane.history:
+            if abs(seen_ts - ts) > self.lost_seconds:
+                continue
+            if seen_ts <= ts and (tid not in before or seen_ts > before[tid][0]):
+                before[tid] = (seen_ts, seen)
+            if seen_ts >= ts and (tid not in after or seen_ts < after[tid][0]):
+                after[tid] = (seen_ts, seen)
+        expected = {}
+        for tid in {*before, *after}:
+            if tid in before and tid in after and after[tid][0] > before[tid][0]:
+                (t0, b0), (t1, b1) = before[tid], after[tid]
+                expected[tid] = b0 + (b1 - b0) * (ts - t0) / (t1 - t0)
+            else:
+                expected[tid] = (before.get(tid) or after[tid])[1]
+        out: list[int | None] = [None] * len(boxes)
+        if not expected or not len(boxes):
+            return out
+        tids = list(expected)
+        overlap = np.stack([_iou(box, np.stack([expected[t] for t in tids])) for box in boxes])
+        rows, cols = linear_sum_assignment(-overlap)
+        for row, col in zip(rows, cols):
+            if overlap[row, col] >= LATE_MIN_IOU:
+                out[row] = tids[col]
+        return out
+
+    def _restore(self, camera: str) -> None:
+        """Rebuild a camera's lanes from its stored detections (see the module docstring)."""
+        self._restored.add(camera)
+        if self.state is None:
+            return
+        path = Path(self.state) / STORE_DIRNAME
+        if not (path / "CURRENT").exists():
+            return  # a new collection
+        with LineageStore(path, read_only=True) as store:
+            last_id, boxes = recent_boxes(store, camera, self.restore_seconds)
+        self._next_id[camera] = max(self._next_id.get(camera, 0), last_id)
+        self.replay(camera, boxes)
+
+    def replay(self, camera: str, boxes: Iterable[StoredBox]) -> None:
+        """Feed stored detections of ``camera`` through fresh lanes, keeping their stored ids."""
+        frames: dict[tuple[str, float], list[StoredBox]] = defaultdict(list)
+        for box in boxes:
+            group = self.group(box.label)
+            if group is not None:
+                frames[(group, box.ts)].append(box)
+        for (group, ts), rows in sorted(frames.items(), key=lambda kv: kv[0][1]):
+            lane = self._lane(camera, group)
+            if ts <= lane.last_ts:
+                continue
+            self._step(camera, lane, ts, np.array([b.bbox for b in rows], np.float64),
+                       np.array([b.score for b in rows], np.float64), known=[b.track_id for b in rows])
+            stored = [b.track_id for b in rows if b.track_id is not None]
+            self._next_id[camera] = max(self._next_id.get(camera, 0), *stored, 0)
+
+
+def _library() -> Any:
+    try:
+        from trackers import ByteTrackTracker
+    except ImportError as exc:  # an install without scripts/setup.sh
+        raise ConfigError("the tracker needs Roboflow's `trackers` package: run scripts/setup.sh "
+                          "(it installs trackers==2.6.1 without its opencv-python pin)") from exc
+    return ByteTrackTracker
