@@ -16,7 +16,8 @@ from operators.detectors.options import check_common, class_filter
 from operators.detectors.patches import detections_to_patches
 from operators.models.coco import COCO80
 from operators.models.device import TorchDevice
-from operators.models.nanodet import NanoDet
+from operators.models.nanodet import CPU_RUNTIMES, NanoDet
+from operators.models.runtimes import check_precision, check_runtime, resolve_runtime
 from operators.models.store import spec
 from streamvision.core.errors import ConfigError
 from streamvision.core.frames import FrameBatch
@@ -34,7 +35,12 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
         classes: COCO class names to keep (``None``: all 80); narrows the declared label domain.
         whole_frames: also emit one whole-frame patch per frame (label ``""``), so that a
             featurizer after this operator embeds both the objects and the frames.
-        trace: run the ``torch.jit.trace``-d module (faster; off only for debugging).
+        trace: run the ``torch.jit.trace``-d module (torch runtime; off only for debugging).
+        runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``; ``None`` (default): torch when a
+            GPU is asked for and present (fp16), else the fastest installed CPU runtime
+            (:func:`~operators.models.runtimes.resolve_runtime`). Outputs agree to ~1e-5.
+        precision: ``"fp32"`` (default) or ``"int8"`` (ONNX runtimes only; convolutions quantized,
+            calibrated on real vtest.avi frames; see ``benchmarks/inference.py`` for its agreement).
     """
 
     name = f"nanodet-m@{spec('nanodet-m').version}"
@@ -48,8 +54,12 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
         classes: Iterable[str] | None = None,
         whole_frames: bool = False,
         trace: bool = True,
+        runtime: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         check_common(self.name, score_threshold, max_detections)
+        self.runtime = check_runtime(self.name, runtime)
+        self.precision = check_precision(self.name, precision, self.runtime)
         if not 0.0 < iou_threshold <= 1.0:
             raise ConfigError(f"{self.name}: iou_threshold must be in (0, 1], got {iou_threshold}")
         self.score_threshold = float(score_threshold)
@@ -71,8 +81,10 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
         return PatchType(kind="pixels", label_domain=domain | ({""} if self.whole_frames else set()))
 
     def setup(self, context: OperatorContext) -> None:
-        """Load NanoDet-m from the model store onto the context's device."""
-        self._model = NanoDet(TorchDevice.from_context(context), trace=self.trace)
+        """Load NanoDet-m from the model store onto the context's device and runtime."""
+        runtime = resolve_runtime(self.runtime, context.device, self.precision, CPU_RUNTIMES)
+        self._model = NanoDet(TorchDevice.from_context(context), trace=self.trace, runtime=runtime,
+                              num_threads=context.num_threads, precision=self.precision)
 
     @property
     def device(self) -> TorchDevice:
@@ -80,6 +92,13 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
         if self._model is None:
             raise RuntimeError(f"{self.name}: setup() was not called")
         return self._model.device
+
+    @property
+    def active_runtime(self) -> str:
+        """The runtime the model runs on (after ``setup``): ``"torch"``, ``"onnxruntime"`` or ``"openvino"``."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: setup() was not called")
+        return self._model.runtime
 
     def process(self, batch: FrameBatch) -> PatchBatch:
         """Detect objects in every frame of ``batch``."""

@@ -15,11 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operators.models.onnx_export import OnnxRecipe, export_onnx
 from operators.models.padding import same_padding
+from operators.models.store import model_file, spec
 
 INPUT_SIZE = 224
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
+WEIGHTS = "efficientnet-lite0-57934424.pth"
+#: CPU runtimes fastest first at one thread (benchmarks/results/inference.json: OpenVINO about
+#: 3x traced torch, ONNX Runtime about 1.6x). No int8: its vectors drift too far (same file).
+CPU_RUNTIMES = ("openvino", "onnxruntime", "torch")
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
 
@@ -113,3 +119,37 @@ def load_efficientnet_lite0(weights: Path) -> EfficientNetLite0:
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[n, 224, 224, 3]`` RGB -> float ``[n, 3, 224, 224]`` as ``(x - 127) / 128``."""
     return (images.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+
+
+class Lite0Embedding(nn.Module):
+    """uint8 ``[n, 224, 224, 3]`` RGB in; ``(vectors [n, 1280] L2-normalized, probabilities [n, 1000])`` out.
+
+    Normalization, the network, the L2 norm and the softmax as one module: what the featurizer
+    runs on torch and what is exported to ONNX.
+    """
+
+    def __init__(self, net: EfficientNetLite0) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and ImageNet probabilities of a batch of 224x224 crops."""
+        pooled, logits = self.net(normalize(images))
+        return F.normalize(pooled.float(), dim=1), logits.float().softmax(1)
+
+
+def onnx_recipe() -> OnnxRecipe:
+    """How :class:`Lite0Embedding` is exported: uint8 crops ``[n, 224, 224, 3]`` in, vectors and probabilities out."""
+    return OnnxRecipe(name="efficientnet-lite0", weights=spec("efficientnet-lite0").files, version=1,
+                      input_names=["images"], output_names=["vectors", "probabilities"],
+                      dynamic_axes={"images": {0: "n"}, "vectors": {0: "n"}, "probabilities": {0: "n"}})
+
+
+def onnx_model() -> Path:
+    """The cached fp32 ONNX file of :class:`Lite0Embedding` (exported on first use)."""
+
+    def build() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        net = Lite0Embedding(load_efficientnet_lite0(model_file("efficientnet-lite0", WEIGHTS)))
+        return net, (torch.zeros(1, INPUT_SIZE, INPUT_SIZE, 3, dtype=torch.uint8),)
+
+    return export_onnx(onnx_recipe(), build)

@@ -1,11 +1,14 @@
-"""NanoDet-m (COCO 80) on torch: the TF.js graph, traced, plus its output decoding.
+"""NanoDet-m (COCO 80): the TF.js graph as torch ops plus its output decoding, run traced on
+torch or exported to ONNX and run on ONNX Runtime / OpenVINO (fp32, or int8 calibrated on real
+vtest.avi frames).
 
 Input: RGB frames of any size, resized to 416x416, channels flipped to BGR and normalized
 ``(x - [103.53, 116.28, 123.675]) / [57.375, 57.12, 58.395]``. Outputs per stride 8 / 16 / 32:
 class scores ``[n, cells, 80]`` (already sigmoid) and box regression ``[n, cells, 44]``: 4 sides
 (left, top, right, bottom) x 11 bins; a side's distance is ``sum(softmax(bins) * [0..10]) *
 stride`` from the cell centre ``((col + 0.5) * stride, (row + 0.5) * stride)``. Each cell keeps
-its best class; then per-class NMS.
+its best class; then per-class NMS. Preprocessing and decoding are part of the exported graph
+(uint8 frames of any size in, scores and 416-pixel boxes out), so every runtime shares the NMS.
 """
 
 from __future__ import annotations
@@ -18,14 +21,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operators.models.calibration import calibration_tag, vtest_frames
 from operators.models.device import TorchDevice
 from operators.models.nms import nms
+from operators.models.onnx_export import OnnxRecipe, export_onnx
+from operators.models.quantize import quantize_int8
+from operators.models.runtimes import OnnxSession, open_session
 from operators.models.store import ensure, spec
 from operators.models.tfjs import load_graph_model
+from streamvision.core.errors import ConfigError
 
 INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
 REG_BINS = 11
+#: CPU runtimes fastest first at one thread (benchmarks/results/inference.json: ONNX Runtime
+#: 1.4x traced torch; OpenVINO with the frame size left dynamic about torch's speed).
+CPU_RUNTIMES = ("onnxruntime", "openvino", "torch")
+#: vtest.avi frames the int8 model is calibrated on (see :mod:`operators.models.calibration`).
+CALIBRATION_FRAMES = 24
 _MEAN_BGR = (103.53, 116.28, 123.675)
 _STD_BGR = (57.375, 57.12, 58.395)
 
@@ -80,30 +93,76 @@ class NanoDetNet(nn.Module):
         return scores, boxes
 
 
+def onnx_recipe() -> OnnxRecipe:
+    """How :class:`NanoDetNet` is exported: uint8 frames ``[n, h, w, 3]`` in, scores and boxes out."""
+    return OnnxRecipe(name="nanodet-m", weights=spec("nanodet-m").files, version=1, input_names=["frames"],
+                      output_names=["scores", "boxes"],
+                      dynamic_axes={"frames": {0: "n", 1: "h", 2: "w"}, "scores": {0: "n"}, "boxes": {0: "n"}})
+
+
+def onnx_model() -> Path:
+    """The cached fp32 ONNX file of :class:`NanoDetNet` (exported on first use)."""
+
+    def build() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        return NanoDetNet(ensure("nanodet-m") / "nanodet.json"), (torch.zeros(1, 576, 768, 3, dtype=torch.uint8),)
+
+    return export_onnx(onnx_recipe(), build)
+
+
+def int8_model() -> Path:
+    """The cached int8 ONNX file, calibrated one frame at a time on real vtest.avi frames."""
+    fp32 = onnx_model()
+    return quantize_int8(fp32, lambda: ((f[None],) for f in vtest_frames(CALIBRATION_FRAMES)),
+                         tag=calibration_tag(CALIBRATION_FRAMES))
+
+
 class NanoDet:
-    """NanoDet-m ready to run: loaded from the model store, on a device, traced.
+    """NanoDet-m ready to run: loaded from the model store, on a device and a runtime.
 
     Args:
-        device: where to run (see :class:`TorchDevice`).
-        trace: trace the module with ``torch.jit.trace`` on first use.
+        device: where torch runs (see :class:`TorchDevice`); ONNX runtimes always run on CPU.
+        trace: trace the torch module with ``torch.jit.trace`` on first use.
+        runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (see :mod:`operators.models.runtimes`).
+        num_threads: intra-op threads of an ONNX runtime.
+        precision: ``"fp32"``, or ``"int8"`` (ONNX runtimes only): convolutions quantized,
+            calibrated on real vtest.avi frames (:func:`int8_model`).
     """
 
     model_name = "nanodet-m"
 
-    def __init__(self, device: TorchDevice, *, trace: bool = True) -> None:
+    def __init__(self, device: TorchDevice, *, trace: bool = True, runtime: str = "torch", num_threads: int = 1,
+                 precision: str = "fp32") -> None:
         self.device = device
+        self.runtime = runtime
+        self.precision = precision
         self.version = spec(self.model_name).version
-        self.net = device.module(NanoDetNet(ensure(self.model_name) / "nanodet.json"))
         self._trace = trace
         self._traced: torch.jit.ScriptModule | None = None
+        self._session: OnnxSession | None = None
+        self.net: nn.Module | None = None
+        if runtime == "torch":
+            if precision != "fp32":
+                raise ConfigError(f"{self.model_name}: precision {precision!r} needs an ONNX runtime, not torch")
+            self.net = device.module(NanoDetNet(ensure(self.model_name) / "nanodet.json"))
+        else:
+            path = onnx_model() if precision == "fp32" else int8_model()
+            self._session = open_session(path, runtime, num_threads)
 
     def _run(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.net is not None
         if self._trace and self._traced is None:
             with torch.no_grad(), self.device.autocast():
                 self._traced = torch.jit.trace(self.net, (frames,), check_trace=False)
         module = self._traced if self._traced is not None else self.net
         with torch.no_grad(), self.device.autocast():
             return module(frames)
+
+    def _forward(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is not None:
+            scores, boxes = self._session.run(np.ascontiguousarray(images))
+            return scores, boxes
+        s, b = self._run(self.device.tensor(images))
+        return s.cpu().numpy(), b.cpu().numpy()
 
     def raw(self, images: np.ndarray, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Per-cell ``(scores [n, A, 80], boxes [n, A, 4])`` for ``images (n, h, w, 3)`` uint8 RGB, boxes in frame pixels.
@@ -114,9 +173,9 @@ class NanoDet:
         scale = np.array([w / INPUT_SIZE, h / INPUT_SIZE] * 2, np.float32)
         scores, boxes = [], []
         for start in range(0, len(images), chunk):
-            s, b = self._run(self.device.tensor(images[start : start + chunk]))
-            scores.append(s.cpu().numpy())
-            boxes.append(b.cpu().numpy() * scale)
+            s, b = self._forward(images[start : start + chunk])
+            scores.append(s)
+            boxes.append(b * scale)
         return np.concatenate(scores), np.concatenate(boxes)
 
     def detect(

@@ -55,6 +55,8 @@ def detector():
 def test_the_device_asked_for_is_used_where_it_exists_else_cpu(detector):
     assert detector.device.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert torch.get_num_threads() == 2
+    # torch (fp16) on a GPU; else the fastest CPU runtime (tests/operators/test_inference_runtimes.py)
+    assert detector.active_runtime == ("torch" if torch.cuda.is_available() else "onnxruntime")
 
 
 def test_finds_the_walkers_and_the_parked_van(detector, vtest_batch):
@@ -119,11 +121,12 @@ def test_validation_rejects_a_label_the_detector_cannot_produce():
         NanoDetDetector(score_threshold=1.5)
 
 
-def test_chunked_forward_gives_the_same_outputs(vtest_batch):
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_chunked_forward_gives_the_same_outputs(vtest_batch, runtime):
     from operators.models.device import TorchDevice
     from operators.models.nanodet import NanoDet
 
-    model = NanoDet(TorchDevice.from_context(OperatorContext(num_threads=2)))
+    model = NanoDet(TorchDevice.from_context(OperatorContext(num_threads=2)), runtime=runtime, num_threads=2)
     whole_scores, whole_boxes = model.raw(vtest_batch.images)
     chunk_scores, chunk_boxes = model.raw(vtest_batch.images, chunk=3)
     np.testing.assert_allclose(chunk_scores, whole_scores, atol=1e-5)

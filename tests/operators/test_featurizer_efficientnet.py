@@ -57,6 +57,8 @@ def featurizer():
 
 def test_the_device_asked_for_is_used_where_it_exists_else_cpu(featurizer):
     assert featurizer.device.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    # torch (fp16) on a GPU; else the fastest CPU runtime (tests/operators/test_inference_runtimes.py)
+    assert featurizer.active_runtime == ("torch" if torch.cuda.is_available() else "openvino")
 
 
 def test_top1_is_right_on_known_photos(featurizer, sample_dir):
