@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
+import numpy as np
 import ray
 from ray.util import metrics
 
@@ -18,10 +20,13 @@ from cluster.service import names
 from cluster.service.writer import find_writer
 from operators.base import Operator, OperatorContext, Sink, Source
 from operators.quarantine import Isolator
+from operators.sinks.store_sink import StoreSink
 from streamvision.core.frames import FrameBatch
 from streamvision.core.patches import PatchBatch
 
 _LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+#: Extra column naming the collection a patch goes to after a featurizer swap (see :meth:`SinkActor.write`).
+ROUTE_COLUMN = "collection"
 
 
 def _merge(batches: Sequence[Any]) -> Any:
@@ -64,6 +69,16 @@ def process_batches(operator: Operator, batches: Sequence[Any], isolator: Isolat
                 raise
             outputs.append(_merge(isolator.retry(merged, operator.process, exc)))
     return _merge(outputs)
+
+
+def _fit_empty(batches: list[PatchBatch]) -> list[PatchBatch]:
+    """Batches left empty by :meth:`SinkActor._route` (their offsets still count) made mergeable
+    with the rest: vectors of the others' dimension, or none when every batch is empty."""
+    dims = {b.vectors.shape[1] for b in batches if len(b) and b.vectors is not None}
+    if len(batches) == 1 or len(dims) > 1:
+        return batches
+    empty = np.zeros((0, dims.pop()), np.float32) if dims else None
+    return [replace(b, vectors=empty) if not len(b) else b for b in batches]
 
 
 def _ray_failure(exc: BaseException) -> bool:
@@ -169,9 +184,15 @@ def least_advanced(stored: Sequence[dict[tuple[str, int], int]]) -> dict[tuple[s
     return {key: min(offsets[key] for offsets in stored) for key in sorted(keys)}
 
 
+def operator_version(operator: Operator) -> str:
+    """The version an operator stamps (its ``version``, e.g. a model file's digest), else its name."""
+    return str(getattr(operator, "version", None) or operator.name)
+
+
 @ray.remote
 class OperatorActor(_Instrumented):
-    """Runs one replica of a transform; the model stays loaded for the actor's life."""
+    """Runs one replica of a transform; the model stays loaded for the actor's life, or until
+    :meth:`swap` replaces the operator between two batches (hot swap, :mod:`cluster.hot_swap`)."""
 
     def __init__(self, node_id: str, operator: Operator, context: OperatorContext, nice: int = 0) -> None:
         self._init_metrics(node_id, nice)
@@ -182,14 +203,36 @@ class OperatorActor(_Instrumented):
             context = OperatorContext(device=context.device if torch.cuda.is_available() else "cpu",
                                       num_threads=context.num_threads, replica=context.replica)
         operator.setup(context)
+        self.context = context
         self.isolator = Isolator(node_id, fatal=_ray_failure)
+        self.version = operator_version(operator)
+        self.collection: str | None = None  # where a swapped-in featurizer's patches go
+        self.counts: dict[str, int] = {}
 
     def process(self, *batches: Any) -> Any:
         """Transform the (merged) batches; messages the operator fails on are set aside."""
         started = time.perf_counter()
         out = process_batches(self.operator, batches, self.isolator)
-        self._record(sum(len(b) for b in batches), started)
+        items = sum(len(b) for b in batches)
+        self.counts[self.version] = self.counts.get(self.version, 0) + items
+        self._record(items, started)
+        if self.collection is not None and isinstance(out, PatchBatch):
+            out = replace(out, extra={**out.extra, ROUTE_COLUMN: [self.collection] * len(out)})
         return out
+
+    def swap(self, operator: Operator, collection: str | None = None) -> dict[str, str]:
+        """Replace the operator between two batches (the calls sent before this one ran with the
+        old one, those sent after run with the new); ``collection``: the data directory the new
+        operator's patches go to (a featurizer's), ``None`` for the pipeline's own sink."""
+        operator.setup(self.context)
+        old, old_version = self.operator, self.version
+        self.operator, self.version, self.collection = operator, operator_version(operator), collection
+        old.teardown()
+        return {"old": old_version, "new": self.version}
+
+    def versions(self) -> dict[str, int]:
+        """Items processed by each operator version this replica ran."""
+        return dict(self.counts)
 
     def teardown(self) -> None:
         """Release the operator's resources."""
@@ -210,6 +253,7 @@ class SinkActor(_Instrumented):
         self._opened = False
         self._writer: Any = None
         self._served: dict[str, int] = {"written": 0, "vectors": 0}
+        self._routed: dict[str, StoreSink] = {}  # collections of swapped-in featurizers
         self.isolator = Isolator(node_id, fatal=_ray_failure)
 
     def open(self) -> bool:
@@ -237,7 +281,7 @@ class SinkActor(_Instrumented):
         messages set aside on the way (``rejected``, for the source to dead-letter)."""
         self.open()
         started = time.perf_counter()
-        batch = _merge(batches)
+        batch = _merge(_fit_empty([self._route(b) for b in batches]))
         try:
             acks = [self._write(batch)]
         except Exception as exc:
@@ -247,6 +291,26 @@ class SinkActor(_Instrumented):
         for ack in acks:
             offsets.update(ack["offsets"])
         return {"written": sum(a["written"] for a in acks), "offsets": offsets, "rejected": acks[-1]["rejected"]}
+
+    def route(self, collection: str, featurizer: dict[str, Any] | None) -> None:
+        """Prepare the collection a swapped-in featurizer's patches go to (its spec recorded there)."""
+        if collection not in self._routed:
+            self._routed[collection] = StoreSink(data=collection, featurizer=featurizer,
+                                                 index_factory=getattr(self.sink, "index_factory", "Flat"),
+                                                 shards=getattr(self.sink, "shards", 2))
+
+    def _route(self, batch: PatchBatch) -> PatchBatch:
+        """Write the rows a swapped-in featurizer sent to another collection there (vectors of two
+        models are not comparable); return the rest, which carries the batch's offsets here."""
+        targets = batch.extra.get(ROUTE_COLUMN)
+        if targets is None:
+            return batch
+        rest = [i for i, t in enumerate(targets) if t is None]
+        for target in sorted({t for t in targets if t is not None}):
+            self.route(target, None)
+            self._routed[target].write(batch.take([i for i, t in enumerate(targets) if t == target]))
+        kept = batch.take(rest)
+        return replace(kept, extra={k: v for k, v in kept.extra.items() if k != ROUTE_COLUMN})
 
     def _write(self, batch: PatchBatch) -> dict[str, Any]:
         if self._writer is not None:
@@ -262,10 +326,14 @@ class SinkActor(_Instrumented):
     def close(self) -> dict[str, Any]:
         """Flush and close; return the sink's stats."""
         self.open()
+        routed = {target: sink.stats() for target, sink in self._routed.items()}
+        for sink in self._routed.values():
+            sink.close()
+        self._routed = {}
         if self._writer is not None:
             self._opened = False
-            return {**self._served, "service": True}
+            return {**self._served, "service": True, **({"routed": routed} if routed else {})}
         stats = self.sink.stats()
         self.sink.close()
         self._opened = False
-        return stats
+        return {**stats, "routed": routed} if routed else stats

@@ -14,12 +14,15 @@ actor to actor through the object store and never through the driver. The loop:
    (:mod:`operators.quarantine`).
 
 End of stream drains everything in flight and closes the sinks; Ctrl-C or
-``stop_after_s`` stops reading and drains the same way. Actors restart after a crash
+``stop_after_s`` stops reading and drains the same way. While it runs, the pipeline's control
+actor (:mod:`cluster.hot_swap`) may hand the loop a deployment, which it applies between two
+batches (:meth:`_Driver.apply`). Actors restart after a crash
 (``max_restarts``) and Ray retries their in-flight tasks (``max_task_retries``).
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -30,6 +33,7 @@ from typing import Any, Callable
 import ray
 from ray.util import metrics
 
+from cluster import hot_swap
 from cluster.actors import OperatorActor, SinkActor, SourceActor, least_advanced
 from cluster.local import ensure_ray
 from cluster.service import names
@@ -38,6 +42,7 @@ from streamvision.plan.dataflow import SERVED_INGEST_NICE, Dataflow, Node
 from streamvision.core.errors import ConfigError, StreamVisionError
 
 _POLL_S = 0.02
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +71,10 @@ class RunReport:
     stopped_early: bool
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per operator node, the items each operator version processed (hot swaps change versions)
+    versions: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the deployments applied during the run, in order (see :mod:`cluster.hot_swap`)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -166,6 +175,13 @@ class _Driver:
         self.written = 0
         self.sink_offsets: dict[str, dict[tuple[str, int], int]] = {}  # durable offsets each sink reported
         self.stop = threading.Event()
+        self.control: Any = None  # the pipeline's control actor (hot swap)
+        self._control_ref: Any = None
+        self._seen = 0
+        self._replaced: list[tuple[str, Any, str | None]] = []  # (node, operator, collection) per swap
+        self._collections: dict[str, str | None] = {}  # node -> collection of its swapped-in featurizer
+        self._current: dict[str, Any] = {}  # node -> operator swapped in
+        self.deployments: list[dict[str, Any]] = []
         self._queue_gauge = metrics.Gauge(
             "streamvision_queue_depth", description="Batches queued or running on an edge.", tag_keys=("node",))
 
@@ -222,6 +238,9 @@ class _Driver:
                       *(p.actors for p in self.sinks.values())]:
             for actor in group:
                 ray.kill(actor, no_restart=True)
+        if self.control is not None:
+            ray.kill(self.control, no_restart=True)
+            self.control = None
 
     def _children(self, node_id: str) -> list[_Pool]:
         return [self.pools.get(n.id) or self.sinks[n.id] for n in self.flow.children(node_id)]
@@ -339,8 +358,11 @@ class _Driver:
             self._dispatch(now)
             waitables = self._waitables()
             if waitables:
-                ready, _ = ray.wait(waitables, num_returns=1, timeout=_POLL_S)
+                control = [self._control_ref] if self._control_ref is not None else []
+                ready, _ = ray.wait(waitables + control, num_returns=1, timeout=_POLL_S)
                 if ready:
+                    if self._control_ref is not None and self._control_ref in ready:
+                        self._deployments()
                     ready, _ = ray.wait(waitables, num_returns=len(waitables), timeout=0)
                     self._complete(ready)
             else:
@@ -349,6 +371,73 @@ class _Driver:
                 last_progress = now
                 self._report(now - started)
         self._report(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ hot swap
+    def listen(self) -> None:
+        """Take deployments for this pipeline (the control actor, named after it)."""
+        try:
+            self.control = hot_swap.start_control(self.flow.name)
+        except ConfigError as exc:
+            log.warning("%s: hot swap is off for this run", exc)
+            return
+        self._control_ref = self.control.next.remote(0)
+
+    def _deployments(self) -> None:
+        for index, deployment in ray.get(self._control_ref):
+            try:
+                outcome: dict[str, Any] = {"applied": self.apply(deployment)}
+                self.deployments.append({**deployment, **outcome})
+            except (StreamVisionError, ray.exceptions.RayTaskError) as exc:
+                outcome = {"error": str(_unwrap(exc) if isinstance(exc, ray.exceptions.RayTaskError) else exc)}
+            ray.get(self.control.done.remote(index, outcome))
+            self._seen = index + 1
+        self._control_ref = self.control.next.remote(self._seen)
+
+    def _operator(self, node_id: str) -> Any:
+        """The operator a node runs now (the flow's, or the last one swapped in)."""
+        return self._current.get(node_id, self.pools[node_id].node.component)
+
+    def _target(self, deployment: dict[str, Any], operator: Any) -> str:
+        if deployment.get("node"):
+            if deployment["node"] not in self.pools:
+                raise ConfigError(f"pipeline {self.flow.name!r} has no operator node {deployment['node']!r}; "
+                                  f"its nodes: {', '.join(self.pools)}")
+            return str(deployment["node"])
+        same = [n for n in self.pools if type(self._operator(n)) is type(operator)]
+        if len(same) != 1:
+            raise ConfigError(f"pipeline {self.flow.name!r} has {len(same)} nodes running {operator.name!r}: "
+                              f"name the node to replace (nodes: {', '.join(self.pools)})")
+        return same[0]
+
+    def apply(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        """Swap a node's operator on every replica, between two batches: the calls the driver sent
+        before run the old operator, every later one the new. Returns the node and both versions."""
+        from operators import registry
+
+        if deployment.get("rollback"):
+            if not self._replaced:
+                raise ConfigError(f"pipeline {self.flow.name!r} has no deployment to roll back")
+            node_id, operator, collection = self._replaced.pop()
+        else:
+            operator = registry.build(str(deployment["op"]), dict(deployment.get("params") or {}))
+            node_id = self._target(deployment, operator)
+            collection = deployment.get("collection")
+            featurizer = type(self._operator(node_id)).__module__.startswith("operators.featurizers")
+            if featurizer and not collection:
+                raise ConfigError(f"{node_id} is a featurizer: the vectors of two models are not comparable, so "
+                                  f"name a new collection for the new one's patches (collection=DIR)")
+        pool = self.pools[node_id]
+        if collection:  # the sinks below write the new featurizer's patches there
+            spec = {"op": deployment.get("op"), "options": dict(deployment.get("params") or {})}
+            ray.get([self.sinks[s].actors[0].route.remote(str(collection), spec) for s in self._sinks_below(node_id)])
+        versions = ray.get([actor.swap.remote(operator, str(collection) if collection else None)
+                            for actor in pool.actors])
+        if not deployment.get("rollback"):
+            self._replaced.append((node_id, self._operator(node_id), self._collections.get(node_id)))
+        self._current[node_id] = operator
+        self._collections[node_id] = collection
+        return {"node": node_id, "old": versions[0]["old"], "new": versions[0]["new"], "collection": collection,
+                "frames_read_before": self.frames, "at": time.time()}
 
     def _report(self, elapsed: float) -> None:
         depth = {}
@@ -369,6 +458,15 @@ class _Driver:
             ray.get([a.teardown.remote() for a in pool.actors])
         self.kill_all()
         return sinks, sources
+
+    def versions(self) -> dict[str, dict[str, int]]:
+        """Per operator node, the items each version processed (summed over replicas)."""
+        out: dict[str, dict[str, int]] = {}
+        for node_id, pool in self.pools.items():
+            for counts in ray.get([a.versions.remote() for a in pool.actors]):
+                for version, items in counts.items():
+                    out.setdefault(node_id, {})[version] = out.get(node_id, {}).get(version, 0) + items
+        return out
 
 
 def _check_fits(flow: Dataflow) -> None:
@@ -412,6 +510,7 @@ def run_dataflow(
     _check_fits(flow)
     driver = _Driver(flow, progress)
     driver.start()
+    driver.listen()
     interrupted = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -426,6 +525,7 @@ def run_dataflow(
     try:
         driver.loop(started, stop_after_s)
         elapsed = time.perf_counter() - started
+        versions = driver.versions()
         sinks, sources = driver.finish()
     except ray.exceptions.RayTaskError as exc:
         driver.kill_all()
@@ -437,4 +537,4 @@ def run_dataflow(
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return RunReport(flow.name, driver.frames, driver.written, elapsed,
-                     interrupted.is_set() or driver.stop.is_set(), sinks, sources)
+                     interrupted.is_set() or driver.stop.is_set(), sinks, sources, versions, driver.deployments)

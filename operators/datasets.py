@@ -8,7 +8,9 @@ from
   Debian's ``dataset-fashion-mnist`` package, downloaded once with ``apt-get download``,
   extracted into the cache and checked against known SHA-256 sums;
 * :func:`read_table`: a labeled-image table written by :func:`write_table` (Parquet);
-* :func:`from_store`: the labeled vector patches of a :class:`LineageStore`.
+* :func:`from_store`: the labeled vector patches of a :class:`LineageStore`;
+* :func:`from_collection`: the patches of a collection a user labelled
+  (``streamvision label``), as stored vectors or as grayscale crops.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import gzip
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -253,6 +255,67 @@ def from_store(path: str | Path, labels: list[str] | None = None) -> LabeledData
             raise InputError(f"{path}: need labeled vector patches of at least two classes, found {labels}")
         vectors = store.vectors(ids)
     return LabeledData(np.ascontiguousarray(vectors, np.float32), np.asarray(y, np.int64), tuple(labels))
+
+
+def _grey(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    return cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def from_collection(data: str | Path, *, ids: Iterable[int] | None = None, where: Any = None,
+                    inputs: Literal["vectors", "pixels"] = "vectors", size: tuple[int, int] = (28, 28),
+                    classes: Sequence[str] | None = None) -> LabeledData:
+    """The patches of a collection that carry a user label (:mod:`operators.stores.labels`).
+
+    Args:
+        data: the collection's data directory (opened read-only, beside a running writer).
+        ids: only these patch ids (e.g. the ``patch_id`` column of an SQL query).
+        where: only patches matching this filter (``{"label", "camera", "start", "end",
+            "model"}``, as for queries: ``label`` is the detector's label).
+        inputs: ``"vectors"``: the stored feature vectors (heads on frozen EfficientNet-Lite0
+            features); ``"pixels"``: each patch's crop, backtraced to its kept frame, as a
+            grayscale ``size`` image (small CNNs).
+        size: ``(h, w)`` of the crops for ``inputs="pixels"``.
+        classes: the user labels to train on, in class order (default: every one, sorted).
+
+    Raises:
+        InputError: no store, fewer than two classes among the selected patches, a bad
+            ``inputs``, or a selected patch without a vector / kept pixels.
+    """
+    from operators.index.filters import Where, where_ids
+    from operators.index.sharded import STORE_DIRNAME
+    from operators.stores.labels import UserLabels
+    from operators.stores.lineage_store import LineageStore
+    from operators.stores.pixels import patch_pixels
+
+    if inputs not in ("vectors", "pixels"):
+        raise InputError(f"inputs must be 'vectors' or 'pixels', not {inputs!r}")
+    with LineageStore(Path(data) / STORE_DIRNAME, read_only=True) as store:
+        labelled = UserLabels(store).labelled()
+        chosen = set(labelled)
+        if ids is not None:
+            chosen &= {int(i) for i in ids}
+        filtered = where_ids(store, Where.of(where)) if where else None
+        if filtered is not None:
+            chosen &= {int(i) for i in filtered}
+        names = sorted({labelled[i] for i in chosen}) if classes is None else list(classes)
+        picked = sorted(i for i in chosen if labelled[i] in names)
+        if len(names) < 2 or not picked or (classes is None and len({labelled[i] for i in picked}) < 2):
+            raise InputError(f"{data}: need user-labelled patches of at least two classes "
+                             f"(`streamvision label ID... --as NAME`); the selection holds "
+                             f"{sorted({labelled[i] for i in picked})}")
+        y = np.asarray([names.index(labelled[i]) for i in picked], np.int64)
+        if inputs == "vectors":
+            try:
+                x = np.ascontiguousarray(store.vectors(picked), np.float32)
+            except KeyError as exc:
+                raise InputError(f"{data}: a selected patch has no stored vector ({exc}); "
+                                 f"label feature patches, or train on inputs='pixels'") from exc
+        else:
+            x = np.stack([_grey(patch_pixels(store, pid)["image"], size) for pid in picked]).astype(np.uint8)
+    return LabeledData(x, y, tuple(names))
 
 
 def load_data(spec: str) -> LabeledData:

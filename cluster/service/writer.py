@@ -64,6 +64,12 @@ class WriterActor:
         """Store and index embeddings (bulk import); returns the store position."""
         return self.writer.import_vectors(ids, vectors, metas)
 
+    def set_labels(self, ids: list[int], label: str, by: str | None) -> int:
+        """Set a user label on patches (:class:`operators.stores.labels.UserLabels`)."""
+        from operators.stores.labels import UserLabels
+
+        return UserLabels(self.writer.store).set(ids, label, by=by)
+
     def snapshot(self) -> None:
         """Snapshot every shard now."""
         self.writer.snapshot()

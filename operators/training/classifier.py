@@ -66,6 +66,14 @@ def resolve_model(model: str) -> Path:
     raise MissingAssetError(f"no exported model {model!r} (neither a .pt file nor {named})")
 
 
+def model_version(path: str | Path) -> str:
+    """``<file stem>@<first 10 hex digits of the file's SHA-256>``: names one exported model's bytes."""
+    import hashlib
+
+    path = Path(path)
+    return f"{path.stem}@{hashlib.sha256(path.read_bytes()).hexdigest()[:10]}"
+
+
 class MopClassifier(Operator[PatchBatch, PatchBatch]):
     """Label patches with a model exported from model selection.
 
@@ -73,13 +81,17 @@ class MopClassifier(Operator[PatchBatch, PatchBatch]):
         model: path of an exported ``.pt`` file, or its name (the mst key by default).
 
     Each patch gets the predicted class as ``label``, its softmax probability as
-    ``score``, and the model's key in the ``classifier`` extra column.
+    ``score``, the model's key in the ``classifier`` extra column, and the model *version*
+    (:attr:`version`: the file's name and a digest of its bytes) as its ``model``, so lineage,
+    ``where={"model": ...}`` and SQL's ``model`` column tell which model labelled it (the
+    model that made the vector before moves to the ``features_model`` extra column).
     """
 
     name = "mop_classifier"
 
     def __init__(self, *, model: str) -> None:
         self.path = resolve_model(model)
+        self.version = model_version(self.path)
         saved = load_checkpoint(self.path)
         if saved.get("format") != EXPORT_FORMAT:
             raise ConfigError(f"{self.path} is not an exported StreamVision model")
@@ -143,5 +155,6 @@ class MopClassifier(Operator[PatchBatch, PatchBatch]):
             batch,
             labels=[self.classes[i] for i in index.tolist()],
             scores=score.numpy().astype(np.float32),
-            extra={**batch.extra, "classifier": [self.config.key] * len(batch)},
+            models=[self.version] * len(batch),
+            extra={**batch.extra, "classifier": [self.config.key] * len(batch), "features_model": list(batch.models)},
         )

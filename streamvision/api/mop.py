@@ -42,12 +42,51 @@ def load_model_selection_table(archs: Sequence[str], compile_params: "ParamSpec 
     return table
 
 
-def _data(value: LabeledData | str | Path, what: str) -> LabeledData:
+def is_collection(path: str | Path) -> bool:
+    """Whether ``path`` is a collection's data directory (a ``lineage`` store inside)."""
+    from operators.index.sharded import STORE_DIRNAME
+
+    return (Path(path) / STORE_DIRNAME / "CURRENT").exists()
+
+
+def labelled_patches(data: str | Path, *, where: dict[str, Any] | None = None, sql: str | None = None,
+                     inputs: str = "vectors", size: tuple[int, int] = (28, 28),
+                     params: dict[str, Any] | None = None) -> LabeledData:
+    """The user-labelled patches of a collection as training data (``streamvision label`` sets them).
+
+    Args:
+        data: the collection's data directory.
+        where: a filter on the patches (``{"label", "camera", "start", "end", "model"}``).
+        sql: a ``SELECT`` over ``patches`` whose ``patch_id`` column picks the patches
+            (e.g. ``"SELECT patch_id FROM patches WHERE camera = 'cam1' AND score > 0.5"``).
+        inputs: ``"vectors"`` (stored feature vectors) or ``"pixels"`` (grayscale crops of ``size``).
+        params: ``:name`` parameters of ``sql``.
+    """
+    from operators.datasets import from_collection
+
+    ids = None
+    if sql is not None:
+        from streamvision.api.query import Collection
+
+        with Collection(data) as collection:
+            table = collection.sql(sql, **(params or {}))
+        if "patch_id" not in table.column_names:
+            raise ConfigError(f"the query must return a patch_id column; it returns {table.column_names}")
+        ids = [int(i) for i in table.column("patch_id").to_pylist()]
+    return from_collection(data, ids=ids, where=where, inputs=inputs, size=size)  # type: ignore[arg-type]
+
+
+def _data(value: LabeledData | str | Path, what: str, selection: dict[str, Any] | None = None) -> LabeledData:
     if isinstance(value, LabeledData):
         return value
     if isinstance(value, (str, Path)):
+        if is_collection(value):
+            return labelled_patches(value, **(selection or {}))
+        if selection and any(v is not None for k, v in selection.items() if k in ("where", "sql")):
+            raise ConfigError(f"{what}: where= and sql= select patches of a collection; {value} is not one")
         return load_data(str(value))
-    raise ConfigError(f"{what} must be LabeledData, a .parquet path, a store directory or 'fashion-mnist[:N]'")
+    raise ConfigError(f"{what} must be LabeledData, a collection or store directory, a .parquet path or "
+                      f"'fashion-mnist[:N]'")
 
 
 def fit_multiple(
@@ -62,11 +101,17 @@ def fit_multiple(
     seed: int = 0,
     threads_per_worker: int = 1,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    where: dict[str, Any] | None = None,
+    sql: str | None = None,
+    inputs: str = "vectors",
+    size: tuple[int, int] = (28, 28),
 ) -> "FitResult":
     """Train every configuration of ``mst`` with model hopper parallelism on ``workers`` Ray actors.
 
     Args:
-        data: the labeled training data (or where to load it from, see :func:`load_data`).
+        data: the labeled training data, or where to load it from: a collection's data
+            directory (its user-labelled patches, see :func:`labelled_patches`) or what
+            :func:`~operators.datasets.load_data` reads.
         mst: the model selection table.
         epochs: epochs per model (each epoch visits every worker's partition once).
         workers: worker actors = data partitions.
@@ -77,6 +122,8 @@ def fit_multiple(
         seed: seeds the partitioning, the schedule, initial weights and minibatch order.
         threads_per_worker: torch threads (and Ray CPUs) per worker.
         on_epoch_end: called with each model's metrics after its epoch's checkpoint.
+        where, sql, inputs, size: which labelled patches of a collection, and whether as
+            stored vectors or as crops (see :func:`labelled_patches`).
 
     Returns:
         A :class:`cluster.mop.runner.FitResult` (results, schedule log, best mst key).
@@ -85,7 +132,7 @@ def fit_multiple(
     from cluster.mop.runner import fit_multiple as run
 
     mst.check_workers(workers)
-    train = _data(data, "data")
+    train = _data(data, "data", {"where": where, "sql": sql, "inputs": inputs, "size": size})
     if isinstance(validation, float):
         import numpy as np
 
@@ -113,3 +160,42 @@ def export_best(result: "FitResult", name: str | None = None, path: str | Path |
 
     target = path if path is not None else (models_dir() / f"{name}.pt" if name else None)
     return export_model(result.checkpoint(result.best), result.input_shape, result.classes, target)
+
+
+def export_model_of(result: "FitResult", key: str, path: str | Path) -> Path:
+    """Export any model of a run (by mst key) as a ``mop_classifier`` model file at ``path``."""
+    from operators.training.classifier import export_model
+
+    return export_model(result.checkpoint(key), result.input_shape, result.classes, path)
+
+
+def deploy(model: str | None, pipeline: str, *, op: str = "mop_classifier", params: dict[str, Any] | None = None,
+           node: str | None = None, collection: str | Path | None = None, rollback: bool = False,
+           address: str | None = None) -> dict[str, Any]:
+    """Swap the best model (or another operator) into a running pipeline, between two batches.
+
+    Args:
+        model: an exported model (name or ``.pt`` path) for ``mop_classifier``; ``None`` with
+            ``rollback`` or when ``params`` say everything.
+        pipeline: the running pipeline's name (its ``Dataflow`` name).
+        op: the registered operator to deploy; a featurizer needs ``collection``.
+        params: more options of the operator.
+        node: the node to replace (default: the pipeline's one node running ``op``).
+        collection: a featurizer's new collection (data directory); the old one keeps answering.
+        rollback: put back what the last deployment replaced.
+        address: the Ray cluster the pipeline runs on (default: ``RAY_ADDRESS``, else the local one).
+
+    Returns:
+        The applied deployment: ``{"applied": {"node", "old", "new", ...}, ...}``.
+    """
+    from cluster.hot_swap import deploy as post
+    from cluster.local import ensure_ray
+
+    options = dict(params or {})
+    if model is not None:
+        options["model"] = model
+    if not rollback and not options:
+        raise ConfigError("name the model to deploy (or --rollback)")
+    ensure_ray(address or "auto")
+    return post(pipeline, op, options, node=node, collection=str(Path(collection).resolve()) if collection else None,
+                rollback=rollback)

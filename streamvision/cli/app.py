@@ -13,6 +13,8 @@
     streamvision broker start|stop|status         the embedded Kafka-compatible broker
     streamvision produce SOURCE --topic T --camera ID
     streamvision train --mst MST.yaml --data ...  model hopper parallelism
+    streamvision label PATCH_ID... --as NAME --data DIR   a user label (who, when), what train learns
+    streamvision deploy MODEL --pipeline NAME     swap a model into a running pipeline (--rollback)
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streamvision.cli import kafka as cli_kafka, models as cli_models, query as cli_query, serve as cli_serve
 from streamvision.cli import train as cli_train
+from streamvision.cli import label as cli_label
+from streamvision.cli import deploy as cli_deploy
 from streamvision.core.errors import StreamVisionError
 
 app = typer.Typer(help="StreamVision: streaming visual data on Ray.", no_args_is_help=True,
@@ -43,6 +47,8 @@ app.command("serve")(cli_serve.serve)
 app.command("import")(cli_serve.import_)
 app.add_typer(cli_models.app, name="models")
 app.add_typer(cli_train.app, name="train")
+app.command("label")(cli_label.label)
+app.command("deploy")(cli_deploy.deploy)
 app.add_typer(cli_kafka.broker_app, name="broker")
 app.command("produce")(cli_kafka.produce)
 console = Console(stderr=True)
