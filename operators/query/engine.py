@@ -12,7 +12,9 @@ embedded client, Ray actors in the service). Every answer is one JSON-able docum
 * ``pixels``: ``{"kind": "pixels", "patch_id", "format", "frame", "bbox", "shape", "png"}``, the
   patch's exact crop as base64 PNG (:mod:`operators.stores.pixels`);
 * ``stats``: ``{"kind": "stats", "collection", "dim", "factory", "ntotal", "position", "shards"}``;
-* ``sql``: ``{"kind": "sql", "query", "plan", "columns", "rows", "count"}`` (:mod:`operators.query.sql`).
+* ``sql``: ``{"kind": "sql", "query", "plan", "columns", "rows", "count"}`` (:mod:`operators.query.sql`);
+* ``tracks``, ``track``, ``track_join``: tracks, one track with every box, and the
+  cross-camera join of tracks (:mod:`operators.query.track_queries`).
 
 A match is ``{"patch_id", "score", "lineage": {camera, frame_no, ts, wall_time, bbox, label,
 model, source}}``, where ``source`` is the file position or Kafka coordinates of its frame.
@@ -41,6 +43,7 @@ from operators.index.shard import as_matrix
 from operators.index.sharded import ShardSet
 from operators.query.json_form import decode_query
 from operators.query.sql import execute_sql, run_sql
+from operators.query import track_queries
 from operators.sources.image_folder import decode_image, read_image
 from operators.stores.lineage_store import LineageStore
 from operators.stores.pixels import patch_pixels, source_format
@@ -49,7 +52,8 @@ from streamvision.core.frames import Frame, FrameBatch
 from streamvision.core.lineage import FileKey, FrameKeyCodec
 
 #: The queries :meth:`CollectionQueries.answer` dispatches.
-KINDS = ("similar", "threshold", "near_duplicates", "join", "lineage", "pixels", "stats", "sql")
+KINDS = ("similar", "threshold", "near_duplicates", "join", "lineage", "pixels", "stats", "sql",
+         "tracks", "track", "track_join")
 #: Most results any query returns in one answer (``k``, threshold and join results).
 MAX_RESULTS = 10_000
 _LINEAGE_FIELDS = ("camera", "frame_no", "ts", "wall_time", "bbox", "label", "model")
@@ -258,6 +262,33 @@ class CollectionQueries:
             raise InputError(f"cannot encode the crop of patch {patch_id}")
         return {"kind": "pixels", "collection": self.name, "patch_id": int(patch_id), **found,
                 "shape": list(image.shape), "png": base64.b64encode(png.tobytes()).decode("ascii")}
+
+    def tracks(self, where: Any = None, limit: int | None = 100) -> dict[str, Any]:
+        """Tracks matching ``where`` (camera, majority label, time overlap), in track id order."""
+        limit = _limit(limit, "limit")
+        self._refresh()
+        count, docs = track_queries.list_tracks(self.store, where, limit)
+        return {"kind": "tracks", "collection": self.name, "query": {"where": Where.of(where).as_dict(), "limit": limit},
+                "count": count, "results": docs}
+
+    def track(self, camera: str, track_id: int) -> dict[str, Any]:
+        """One track and every box of it (its lineage to each detection), in time order."""
+        if not isinstance(camera, str) or isinstance(track_id, bool) or not isinstance(track_id, (int, np.integer)):
+            raise InputError("a track is named by a camera (text) and a track_id (an integer)")
+        self._refresh()
+        return {"kind": "track", "collection": self.name, **track_queries.track_boxes(self.store, camera, int(track_id))}
+
+    def track_join(self, left_camera: str, right_camera: str, t: float = 0.8, window: float = 2.0,
+                   label: str | None = None, limit: int | None = 100) -> dict[str, Any]:
+        """Tracks of two cameras that are one object: in view together (within ``window``
+        seconds) and mean appearance vectors with inner product > ``t``; one partner each."""
+        t, window, limit = _finite(t), _finite(window, "window"), _limit(limit, "limit")
+        self._refresh()
+        pairs = track_queries.join_tracks(self.store, left_camera, right_camera, t, window, label)
+        query = {"left_camera": left_camera, "right_camera": right_camera, "t": t, "window": window,
+                 "label": label, "limit": limit}
+        return {"kind": "track_join", "collection": self.name, "query": query, "count": len(pairs),
+                "results": [{"score": s, "a": a, "b": b} for s, a, b in pairs[:limit]]}
 
     def sql(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """One ``SELECT`` over the ``patches`` table, vector predicates answered by the index

@@ -106,6 +106,22 @@ class Queries(ABC):
         """Vectors held, dimension, factory, store position and per-shard facts."""
         return self.answer("stats")
 
+    def tracks(self, where: Any = None, limit: int | None = 100) -> list[dict[str, Any]]:
+        """Tracks (a per-camera identity over time) matching ``where``: camera, majority label, time."""
+        return self.answer("tracks", where=where, limit=limit)["results"]
+
+    def track(self, camera: str, track_id: int) -> dict[str, Any]:
+        """One track and every box of it: ``{"track": ..., "boxes": [...]}``."""
+        doc = self.answer("track", camera=camera, track_id=track_id)
+        return {"track": doc["track"], "boxes": doc["boxes"]}
+
+    def track_join(self, left_camera: str, right_camera: str, t: float = 0.8, window: float = 2.0,
+                   label: str | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
+        """Cross-camera identity: pairs ``{"score", "a", "b"}`` of tracks of two cameras that are
+        one object (overlapping in time, alike in mean appearance), best first."""
+        return self.answer("track_join", left_camera=left_camera, right_camera=right_camera, t=t, window=window,
+                           label=label, limit=limit)["results"]
+
     def sql(self, sql: str, **params: Any) -> pa.Table:
         """Run one ``SELECT`` over the ``patches`` table; ``:name`` parameters come as keywords
         (one used in ``DOT_PRODUCT(vector, :q)`` is a vector, an image or a patch id).
