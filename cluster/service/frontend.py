@@ -14,6 +14,18 @@ Routes (bodies and answers are JSON; answers are the documents of :mod:`operator
 ``GET  /v1/patches/{ID}/pixels``      the crop as ``image/png`` (``X-SV-Format``: the format)
 ``POST /v1/stats``                    ``{}`` (also ``GET /v1/stats``)
 ``POST /v1/sql``                      ``{"sql": "SELECT ...", "params": {"q": Q, "label": "car"}}``
+``POST /v1/patches/label``            ``{"patch_ids": [ID, ...], "label": NAME, "by": WHO}``: a user label
+``GET  /v1/patches/{ID}/label``       that patch's user label and its history (who, when)
+====================================  ============================================================
+
+The web page (:mod:`cluster.service.web`) on the same port: ``GET /`` and ``GET /web/{file}``
+(its static files, no token needed: they hold no data), and the documents its pages need:
+
+====================================  ============================================================
+``GET  /v1/patches/{ID}/frame``       the ``frame`` document: the patch's whole frame and its boxes
+``GET  /v1/patches/{ID}/frame.png``   that frame as ``image/png``
+``GET  /v1/live``                     the ``live`` document: per camera, per partition, dead letters
+``GET  /v1/models``                   the ``models`` document: ``streamvision train --store`` runs
 ====================================  ============================================================
 
 ``Q`` is a query in JSON (:mod:`operators.query.json_form`), ``W`` a filter
@@ -40,7 +52,11 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 
+from cluster.service import labels
 from cluster.service.shards import ActorShards
+from cluster.service.web import STATIC
+from cluster.service.web import documents as web_documents
+from operators.kafka.settings import KafkaSettings
 from operators.index.sharded import STORE_DIRNAME
 from operators.query.engine import KINDS, CollectionQueries
 from operators.query.json_form import decode_query
@@ -112,11 +128,14 @@ class QueryFrontend:
     Args:
         collections: ``name -> data directory`` of every served collection.
         token: bearer token every route but ``/v1/health`` requires, or ``None``.
+        kafka: bootstrap servers of the brokers the pipelines read, for the live page's lag and
+            dead letters (``None``: the page shows the offsets done only).
     """
 
-    def __init__(self, collections: dict[str, str], token: str | None) -> None:
+    def __init__(self, collections: dict[str, str], token: str | None, kafka: str | None = None) -> None:
         self.collections = _Collections(collections)
         self.token = token
+        self.kafka = KafkaSettings(kafka) if kafka else None
 
     def _authorized(self, request: Request) -> bool:
         if self.token is None:
@@ -200,3 +219,90 @@ class QueryFrontend:
             return _error(400, str(exc))
         # off the event loop: a query waits on shard actors, and requests must not queue behind it
         return await run_in_threadpool(self._answer, kind, body, request)
+
+    # ------------------------------------------------------------------ the web page (cluster.service.web)
+    @app.get("/")
+    def page(self) -> Response:
+        """The web page (one HTML file; its pages are client-side routes)."""
+        return Response((STATIC / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+    @app.get("/web/{name}")
+    def page_file(self, name: str) -> Response:
+        """One of the page's static files (only the files of the folder, by name)."""
+        files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+        if name not in files:
+            return _error(404, f"no file /web/{name}")
+        types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
+        return Response(files[name].read_bytes(), media_type=types.get(files[name].suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "no-cache"})
+
+    def _web(self, request: Request, make: Any, collection: Optional[str]) -> Any:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            return make(self.collections.get(collection))
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+
+    @app.get("/v1/patches/{patch_id}/frame")
+    def frame_get(self, patch_id: int, request: Request, collection: Optional[str] = None) -> Any:
+        """The whole frame of a patch and every box cut from it (the ``frame`` document)."""
+        return self._web(request, lambda q: JSONResponse(web_documents.frame_document(q, patch_id)), collection)
+
+    @app.get("/v1/patches/{patch_id}/frame.png")
+    def frame_png_get(self, patch_id: int, request: Request, collection: Optional[str] = None) -> Any:
+        """The whole frame of a patch as a PNG; ``X-SV-Format`` names the format that served it."""
+        def png(q: CollectionQueries) -> Response:
+            data, fmt = web_documents.frame_png(q, patch_id)
+            return Response(data, media_type="image/png", headers={"X-SV-Format": fmt})
+        return self._web(request, png, collection)
+
+    @app.get("/v1/live")
+    def live_get(self, request: Request, collection: Optional[str] = None) -> Any:
+        """Per camera and Kafka partition, what was ingested, how far behind, what was refused."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            name = collection or (next(iter(self.collections.paths)) if len(self.collections.paths) == 1 else None)
+            if name in self.collections.paths and not read_manifest(self.collections.paths[name]).get("dim"):
+                return JSONResponse(web_documents.live_document(name, None, self.kafka))  # nothing ingested yet
+            queries = self.collections.get(name)
+            return JSONResponse(web_documents.live_document(queries.name, queries, self.kafka))
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+
+    @app.get("/v1/models")
+    def models_get(self, request: Request, collection: Optional[str] = None) -> Any:
+        """The model selection runs recorded in the collection (``streamvision train --store``)."""
+        return self._web(request, lambda q: JSONResponse(web_documents.models_document(q)), collection)
+
+    # ------------------------------------------------------------------ user labels (operators.stores.labels)
+    @app.post("/v1/patches/label")
+    async def label_post(self, request: Request) -> JSONResponse:
+        """Set a user label: ``{"patch_ids": [ID, ...], "label": NAME, "by": WHO}``; the
+        collection's writer stores it with who set it and when."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            body = await self._body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("patch_ids"), list):
+                raise StreamVisionError('the body must be {"patch_ids": [ID, ...], "label": NAME}')
+            name = body.get("collection") or (next(iter(self.collections.paths))
+                                              if len(self.collections.paths) == 1 else None)
+            queries = self.collections.get(name)
+            return JSONResponse(await run_in_threadpool(
+                labels.set_through_writer, self.collections.paths[queries.name], body["patch_ids"],
+                body.get("label"), body.get("by")))
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+
+    @app.get("/v1/patches/{patch_id}/label")
+    def label_get(self, patch_id: int, request: Request, collection: Optional[str] = None) -> Any:
+        """The patch's user label and every earlier one (who set each, when)."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            return JSONResponse(labels.label_document(self.collections.get(collection), patch_id))
+        except StreamVisionError as exc:
+            return _error(400, str(exc))
+

@@ -96,10 +96,11 @@ def _refuse_a_second_service() -> None:
                           "from one `streamvision serve --data A --data B`, or stop it first")
 
 
-def _start_front_end(collections: dict[str, Path], host: str, port: int, token: str | None) -> None:
+def _start_front_end(collections: dict[str, Path], host: str, port: int, token: str | None,
+                     kafka: str | None = None) -> None:
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False},
                 detached=False)
-    serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token),
+    serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token, kafka),
               name=APP_NAME, route_prefix="/", blocking=False)
 
 
@@ -111,6 +112,7 @@ def start_service(
     token: str | None = None,
     address: str | None = None,
     writer_options: dict[str, Any] | None = None,
+    kafka: str | None = None,
 ) -> LiveService:
     """Start serving the data directories; returns once ``GET /v1/health`` would answer.
 
@@ -121,6 +123,7 @@ def start_service(
         token: bearer token required on every route but ``/v1/health``.
         address: Ray cluster to run on (default: ``RAY_ADDRESS``, else a new local Ray).
         writer_options: options of new collections (``index_factory``, ``shards``).
+        kafka: bootstrap servers the pipelines read from, for the web page's lag and dead letters.
 
     Raises:
         ConfigError: bound beyond loopback without a token, a directory already served or
@@ -133,7 +136,7 @@ def start_service(
     _refuse_a_second_service()
     service = LiveService(collections, url=f"http://{LOOPBACK if host == LOOPBACK else host}:{port}")
     try:
-        _launch(service, host, port, token, writer_options or {})
+        _launch(service, host, port, token, writer_options or {}, kafka)
     except BaseException:  # an error, or SIGTERM / Ctrl-C while starting: leave nothing running
         service.stop()
         raise
@@ -144,10 +147,11 @@ def start_service(
     return service
 
 
-def _launch(service: LiveService, host: str, port: int, token: str | None, writer_options: dict[str, Any]) -> None:
+def _launch(service: LiveService, host: str, port: int, token: str | None, writer_options: dict[str, Any],
+            kafka: str | None = None) -> None:
     collections = service.collections
     with ThreadPoolExecutor(1) as pool:  # the front end's controller, proxy and replica are the longest
-        front_end = pool.submit(_start_front_end, collections, host, port, token)  # chain: start it first
+        front_end = pool.submit(_start_front_end, collections, host, port, token, kafka)  # chain: start it first
         for data in collections.values():  # then the shards, which queries need
             manifest = read_manifest(data)
             if manifest.get("dim"):

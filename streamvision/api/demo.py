@@ -85,6 +85,8 @@ def run_demo(data: Path, query_frame: int, console: Console, run_flow: Callable[
         top = _steps(data, query_frame, console, run_flow, service.url, featurizer, bootstrap_servers, limit)
         if serve:
             _keep_serving(console, service.url, data, top)
+        else:
+            console.print(f"With --serve the web page stays at {service.url}/ (search, patches, live, SQL)")
     finally:
         service.stop()
 
@@ -93,7 +95,7 @@ def _keep_serving(console: Console, url: str, data: Path, patch_id: int) -> None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"[green]serving {data} at {url}[/green]; Ctrl-C stops. Try:")
+    console.print(f"[green]serving {data} at {url}[/green]; Ctrl-C stops. The web page: {url}/  Try:")
     console.print(f"   curl -s -X POST {url}/v1/similar -d '{{\"query\": {{\"patch_id\": {patch_id}}}, \"k\": 3}}'")
     console.print(f"   streamvision query similar IMAGE --service {url} -k 5")
     while not stop.wait(0.5):

@@ -31,18 +31,21 @@ def serve(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
     index_factory: str = typer.Option("Flat", "--index-factory", help="FAISS index of new collections."),
     shards: int = typer.Option(2, "--shards", help="Index shards of new collections."),
+    bootstrap_servers: Optional[str] = typer.Option(None, "--bootstrap-servers",
+                                                    help="Kafka the pipelines read: the web page shows lag and dead letters."),
 ) -> None:
     """Serve collections until SIGTERM or Ctrl-C: shard actors, one writer each, and an HTTP JSON API."""
     started = time.monotonic()
     ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
     service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
-                            writer_options={"index_factory": index_factory, "shards": shards})
+                            writer_options={"index_factory": index_factory, "shards": shards}, kafka=bootstrap_servers)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"[green]serving {', '.join(service.collections)} at {service.url} "
                   f"(ready in {time.monotonic() - started:.1f}s); Ctrl-C stops")
+    console.print(f"web page: {service.url}/")
     console.print(f"try: curl -s {service.url}/v1/health")
     try:
         while not stop.wait(0.5):
