@@ -2,8 +2,9 @@
 
 Two featurizer chains, both ending in the store (RocksDB lineage + FAISS):
 
-* ``"models"`` (the default): NanoDet-m finds COCO objects; EfficientNet-Lite0 embeds
-  every detected crop and every whole frame (1280-d, L2-normalized);
+* ``"models"`` (the default): NanoDet-m finds COCO objects, the tracker gives people and
+  vehicles a per-camera ``track_id``, EfficientNet-Lite0 embeds every detected crop and every
+  whole frame (1280-d, L2-normalized);
 * ``"histogram"``: DeepLens' colour histograms of whole frames (no model, fast).
 """
 
@@ -39,6 +40,8 @@ def ingest_flow(source: Source, data: str | Path, *, featurizer: Featurizer = "m
     elif featurizer == "models":
         cpus = 0.75 / replicas
         stream = (stream.then(registry.build("nanodet", {"whole_frames": True}), replicas=replicas, num_cpus=cpus,
+                              max_batch=max_batch)
+                        .then(registry.build("tracker", {}), replicas=1, num_cpus=cpus if replicas == 1 else 0.0,
                               max_batch=max_batch)
                         .then(registry.build("efficientnet_lite0", {}), replicas=replicas, num_cpus=cpus,
                               max_batch=4 * max_batch))
