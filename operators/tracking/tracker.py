@@ -83,6 +83,8 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         fps: the camera's frame rate (ByteTrack's motion model step); capture times set the
             actual steps.
         restore_seconds: seconds of stored detections replayed on a restart.
+        by_class: track each class group apart (people, vehicles, each other label); ``False``
+            matches boxes whatever their labels (DeepLens' match-then-filter plan of q4).
         state: the collection's data directory to restore from (set by the plan from the
             store sink; ``None``: start empty).
 
@@ -95,7 +97,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
 
     def __init__(self, *, labels: Sequence[str] = DEFAULT_LABELS, lost_seconds: float = 2.0,
                  activation_score: float = 0.4, high_score: float = 0.5, min_iou: float = 0.1,
-                 min_frames: int = 2, fps: float = 10.0, restore_seconds: float = 5.0,
+                 min_frames: int = 2, fps: float = 10.0, restore_seconds: float = 5.0, by_class: bool = True,
                  state: str | None = None) -> None:
         if not labels or not all(isinstance(x, str) and x for x in labels):
             raise ConfigError(f"tracker: labels must be a non-empty list of names, got {labels!r}")
@@ -115,6 +117,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         self.min_frames = int(min_frames)
         self.fps = float(fps)
         self.restore_seconds = float(restore_seconds)
+        self.by_class = bool(by_class)
         self.state = state
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._next_id: dict[str, int] = {}
@@ -131,13 +134,15 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
     def with_state(self, data: str) -> "ObjectTracker":
         """The same tracker, restoring from the store of collection ``data``."""
         opts = {k: getattr(self, k) for k in ("lost_seconds", "activation_score", "high_score", "min_iou",
-                                              "min_frames", "fps", "restore_seconds")}
+                                              "min_frames", "fps", "restore_seconds", "by_class")}
         return ObjectTracker(labels=sorted(self.labels), state=data, **opts)
 
     def group(self, label: str) -> str | None:
         """The class group a label is tracked in, or ``None`` when it is not tracked."""
         if label not in self.labels:
             return None
+        if not self.by_class:
+            return "any"
         return "vehicle" if label in VEHICLES else label
 
     def setup(self, context: OperatorContext) -> None:

@@ -212,3 +212,18 @@ def test_the_plan_runs_one_tracker_and_gives_it_the_sink_store(tmp_path, vtest_p
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         ObjectTracker(**options)
+
+
+def test_class_agnostic_tracking_follows_boxes_whatever_their_label(detections):
+    """``by_class=False`` (match-then-filter): every label is matched in one lane, and the parked
+    van still keeps one track, whatever label the detector gives it frame by frame."""
+    tracked = _track(detections, ObjectTracker(labels=sorted({l for b in detections for l in b.labels}), by_class=False))
+    van_labels: dict[int, set[str]] = defaultdict(set)
+    for b in tracked:
+        for i, tid in enumerate(b.extra["track_id"]):
+            if tid is not None and _iou(b.bboxes[i], VAN) > 0.5:
+                van_labels[tid].add(b.labels[i])
+    assert len(van_labels) == 1
+    by_class = _track(detections)
+    split = {t for b in by_class for i, t in enumerate(b.extra["track_id"]) if t is not None and _iou(b.bboxes[i], VAN) > 0.5}
+    assert len(split) == 1  # vehicles are one class group: the van is one track there too
