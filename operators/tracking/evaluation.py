@@ -5,8 +5,8 @@ Boxes are ``x0, y0, x1, y1`` in frame pixels, frames numbered from 0 (``gt.txt``
 person, 2 bicycle, 3 car, 4 motorcycle, 5 van, 6 truck, 7 bus; :data:`GROUPS` folds them and
 the detector's COCO labels into the two groups that are counted, ``person`` and ``vehicle``.
 
->>> iou(np.array([[0, 0, 10, 10]], float), np.array([[5, 0, 15, 10]], float)).round(3).tolist()
-[[0.333]]
+>>> load_mot  # doctest: +ELLIPSIS
+<function load_mot at ...>
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Iterable
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from operators.models.nms import iou_matrix
 
 #: MOT class id -> counted group.
 GT_GROUPS = {1: "person", 2: "vehicle", 3: "vehicle", 4: "vehicle", 5: "vehicle", 6: "vehicle", 7: "vehicle"}
@@ -34,18 +36,6 @@ class Box:
     xyxy: tuple[float, float, float, float]
     group: str
     score: float = 1.0
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(n, 4)`` and ``(m, 4)`` boxes: ``(n, m)``."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def load_mot(path: str | Path) -> list[Box]:
@@ -67,7 +57,7 @@ def match_frame(pred: list[Box], truth: list[Box], threshold: float = 0.5) -> li
     """One-to-one matches ``(pred index, truth index)`` of one frame and group at IoU >= threshold."""
     if not pred or not truth:
         return []
-    overlap = iou(np.array([p.xyxy for p in pred]), np.array([t.xyxy for t in truth]))
+    overlap = iou_matrix(np.array([p.xyxy for p in pred]), np.array([t.xyxy for t in truth]))
     rows, cols = linear_sum_assignment(-overlap)
     return [(r, c) for r, c in zip(rows, cols) if overlap[r, c] >= threshold]
 
@@ -107,7 +97,7 @@ def mot_metrics(pred: Iterable[Box], truth: Iterable[Box], frames: Iterable[int]
         mine, theirs = p.get(f, []), t.get(f, [])
         dist = np.full((len(theirs), len(mine)), np.nan)
         if mine and theirs:
-            overlap = iou(np.array([b.xyxy for b in theirs]), np.array([b.xyxy for b in mine]))
+            overlap = iou_matrix(np.array([b.xyxy for b in theirs]), np.array([b.xyxy for b in mine]))
             same = np.array([[a.group == b.group for b in mine] for a in theirs])
             dist = np.where((overlap >= 0.5) & same, 1.0 - overlap, np.nan)
         acc.update([b.ident for b in theirs], [b.ident for b in mine], dist)

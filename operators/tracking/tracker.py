@@ -32,6 +32,7 @@ from scipy.optimize import linear_sum_assignment
 
 from operators.base import Operator, OperatorContext
 from operators.index.sharded import STORE_DIRNAME
+from operators.models.nms import iou_matrix
 from operators.stores.lineage_store import LineageStore
 from operators.stores.tracks import StoredBox, recent_boxes
 from streamvision.core.errors import ConfigError
@@ -46,17 +47,6 @@ DEFAULT_LABELS = ("person", *sorted(VEHICLES))
 HISTORY_SECONDS = 5.0
 #: Least overlap of a late box with a track's nearest box to take its id.
 LATE_MIN_IOU = 0.3
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 @dataclass
@@ -231,7 +221,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         if not expected or not len(boxes):
             return out
         tids = list(expected)
-        overlap = np.stack([_iou(box, np.stack([expected[t] for t in tids])) for box in boxes])
+        overlap = iou_matrix(np.asarray(boxes, np.float64), np.stack([expected[t] for t in tids]))
         rows, cols = linear_sum_assignment(-overlap)
         for row, col in zip(rows, cols):
             if overlap[row, col] >= LATE_MIN_IOU:

@@ -30,6 +30,24 @@ class ServiceError(StreamVisionError):
     """The service could not be reached or failed (not a bad request)."""
 
 
+def answer_document(response: Any, url: str) -> dict[str, Any]:
+    """The JSON document of a service's answer (an ``httpx`` response).
+
+    Raises:
+        InputError: the service refused the request (HTTP 400), with its message.
+        ServiceError: any other status but 200.
+    """
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {"error": response.text[:500]}
+    if response.status_code == 400:
+        raise InputError(doc.get("error", "bad request"))
+    if response.status_code != 200:
+        raise ServiceError(f"{url} answered HTTP {response.status_code}: {doc.get('error', doc)}")
+    return doc
+
+
 class ServiceClient(Queries):
     """Queries a service over its HTTP JSON API.
 
@@ -76,15 +94,7 @@ class ServiceClient(Queries):
             response = self._http.post(f"/v1/{kind}", json=self._body(params))
         except httpx.HTTPError as exc:
             raise ServiceError(f"cannot reach the service at {self.url}: {exc}") from exc
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = {"error": response.text[:500]}
-        if response.status_code == 400:
-            raise InputError(doc.get("error", "bad request"))
-        if response.status_code != 200:
-            raise ServiceError(f"{self.url} answered HTTP {response.status_code}: {doc.get('error', doc)}")
-        return doc
+        return answer_document(response, self.url)
 
     def health(self) -> dict[str, Any]:
         """``GET /v1/health``."""

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from streamvision.api.client import ServiceError
+from streamvision.api.client import ServiceError, answer_document
 from streamvision.core.errors import InputError
 
 
@@ -37,15 +37,7 @@ def _post(url: str, path: str, body: dict[str, Any], token: str | None) -> dict[
         response = httpx.post(url + path, json=body, headers=headers, timeout=60.0)
     except httpx.HTTPError as exc:
         raise ServiceError(f"cannot reach the service at {url}: {exc}") from exc
-    try:
-        doc = response.json()
-    except ValueError:
-        doc = {"error": response.text[:500]}
-    if response.status_code == 400:
-        raise InputError(doc.get("error", "bad request"))
-    if response.status_code != 200:
-        raise ServiceError(f"{url} answered HTTP {response.status_code}: {doc.get('error', doc)}")
-    return doc
+    return answer_document(response, url)
 
 
 def set_labels(target: str | Path, ids: Sequence[int], label: str, *, by: str | None = None,
