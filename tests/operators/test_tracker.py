@@ -102,6 +102,34 @@ def _boxes(batches: list[PatchBatch]) -> list[Box]:
             for b in batches for i, tid in enumerate(b.extra["track_id"]) if tid is not None]
 
 
+def _hide(batches: list[PatchBatch], boxes: dict[int, np.ndarray]) -> list[PatchBatch]:
+    """The batches without any box overlapping ``boxes[frame_no]``: an occluded object."""
+    return [b.take(np.array([int(b.frame_no[i]) not in boxes or _iou(b.bboxes[i], boxes[int(b.frame_no[i])]) < 0.3
+                             for i in range(len(b))], bool)) for b in batches]
+
+
+@pytest.mark.parametrize("method", ["cbiou", "bytetrack"])
+def test_a_walker_hidden_for_3_5_s_comes_back_with_the_same_id(detections, method):
+    """A walker's boxes removed for 35 frames (longer than the tracker keeps a lost track):
+    the tracker re-links the new track by place, speed and colours to the old id; with
+    re-linking off the walker comes back under a new id."""
+    tracked = _ids(_track(detections, ObjectTracker(method=method)))
+    frames_of: dict[int, list[int]] = defaultdict(list)
+    for (frame, _), tid in tracked.items():
+        if tid is not None:
+            frames_of[tid].append(frame)
+    walker = max((t for t, fs in frames_of.items() if min(fs) <= 10 and max(fs) >= 70),
+                 key=lambda t: len(frames_of[t]))
+    gap = range(25, 60)
+    hidden = _hide(detections, {k[0]: np.array(k[1]) for k, tid in tracked.items() if tid == walker and k[0] in gap})
+    after = [k for k, tid in tracked.items() if tid == walker and k[0] >= 62]
+    assert len(after) >= 10
+    relinked = _ids(_track(hidden, ObjectTracker(method=method)))
+    assert sum(relinked[k] == walker for k in after) >= 0.9 * len(after)
+    unlinked = _ids(_track(hidden, ObjectTracker(method=method, relink_seconds=0)))
+    assert walker not in {unlinked[k] for k in after}
+
+
 def test_a_late_batch_takes_the_ids_of_the_tracks_it_overlaps(detections):
     """Frames 32-39 arrive after frames 40-47: each late box should carry the id that the same
     labelled person has in the frames processed around it (31 and 40)."""
@@ -207,7 +235,8 @@ def test_the_plan_runs_one_tracker_and_gives_it_the_sink_store(tmp_path, vtest_p
 
 @pytest.mark.parametrize("options, message", [
     ({"labels": []}, "labels"), ({"lost_seconds": 0}, "lost_seconds"), ({"high_score": 1.5}, "high_score"),
-    ({"min_frames": 0}, "min_frames"),
+    ({"min_frames": 0}, "min_frames"), ({"method": "deepsort"}, "method"), ({"relink_seconds": -1}, "relink_seconds"),
+    ({"relink_similarity": 2}, "relink_similarity"),
 ])
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
