@@ -10,14 +10,16 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+import torch
 
 from operators.base import Operator, OperatorContext
 from operators.detectors.options import check_common, class_filter
 from operators.detectors.patches import detections_to_patches
 from operators.models.coco import COCO80
+from operators.models.compute import Compute, check_precision, choose_compute
 from operators.models.device import TorchDevice
 from operators.models.nanodet import CPU_RUNTIMES, NanoDet
-from operators.models.runtimes import check_precision, check_runtime, resolve_runtime
+from operators.models.runtimes import check_runtime, is_installed
 from operators.models.store import spec
 from streamvision.core.errors import ConfigError
 from streamvision.core.frames import FrameBatch
@@ -37,10 +39,11 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
             featurizer after this operator embeds both the objects and the frames.
         trace: run the ``torch.jit.trace``-d module (torch runtime; off only for debugging).
         runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``; ``None`` (default): torch when a
-            GPU is asked for and present (fp16), else the fastest installed CPU runtime
-            (:func:`~operators.models.runtimes.resolve_runtime`). Outputs agree to ~1e-5.
-        precision: ``"fp32"`` (default) or ``"int8"`` (ONNX runtimes only; convolutions quantized,
-            calibrated on real vtest.avi frames; see ``benchmarks/inference.py`` for its agreement).
+            GPU is asked for and present, else the fastest installed CPU runtime
+            (:func:`~operators.models.compute.choose_compute`). Outputs agree to ~1e-5.
+        precision: ``"auto"`` (default: fp16 on a GPU, fp32 on CPU), ``"fp32"``, ``"fp16"`` (torch
+            autocast) or ``"int8"`` (ONNX runtimes only; convolutions quantized, calibrated on real
+            vtest.avi frames; see ``benchmarks/inference.py`` for its agreement).
     """
 
     name = f"nanodet-m@{spec('nanodet-m').version}"
@@ -55,7 +58,7 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
         whole_frames: bool = False,
         trace: bool = True,
         runtime: str | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         check_common(self.name, score_threshold, max_detections)
         self.runtime = check_runtime(self.name, runtime)
@@ -80,11 +83,18 @@ class NanoDetDetector(Operator[FrameBatch, PatchBatch]):
         domain = frozenset(COCO80) if self.classes is None else self.classes
         return PatchType(kind="pixels", label_domain=domain | ({""} if self.whole_frames else set()))
 
+    def compute(self, context: OperatorContext) -> Compute:
+        """The device, dtype and runtime this detector runs with in ``context``."""
+        return choose_compute(self.name, context.device, cuda_available=torch.cuda.is_available(),
+                              precision=self.precision, runtime=self.runtime, preference=CPU_RUNTIMES,
+                              installed=is_installed)
+
     def setup(self, context: OperatorContext) -> None:
-        """Load NanoDet-m from the model store onto the context's device and runtime."""
-        runtime = resolve_runtime(self.runtime, context.device, self.precision, CPU_RUNTIMES)
-        self._model = NanoDet(TorchDevice.from_context(context), trace=self.trace, runtime=runtime,
-                              num_threads=context.num_threads, precision=self.precision)
+        """Load NanoDet-m from the model store onto the context's device, dtype and runtime."""
+        compute = self.compute(context)
+        self._model = NanoDet(TorchDevice.of(compute, context.num_threads), trace=self.trace,
+                              runtime=compute.runtime, num_threads=context.num_threads,
+                              precision="int8" if compute.dtype == "int8" else "fp32")
 
     @property
     def device(self) -> TorchDevice:

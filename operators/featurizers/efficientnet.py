@@ -4,7 +4,11 @@ Works on any pixel patches: detector crops and whole frames alike (each crop is 
 224x224). The vectors are pooled features before the classifier, so a dot product between
 two patches is their cosine similarity (MemSQL's normalized-vector scan). On CPU the network
 runs exported to ONNX, on OpenVINO when installed (about 3x traced torch per core), else ONNX
-Runtime; on a GPU traced torch with fp16 autocast.
+Runtime; on a GPU traced torch with fp16 autocast (``precision="auto"``), or fp32.
+
+Query images are embedded on CPU in fp32 by the collection's recorded spec; vectors ingested on a
+GPU in fp16 differ from those by a bounded drift (cosine >= 0.999 on real photos,
+``tests/operators/test_featurizer_precision.py``), far below the gaps between neighbours.
 
 >>> featurizer = EfficientNetLite0Featurizer(top_k=3)
 >>> featurizer.output_type(featurizer.input_type()).dim
@@ -20,12 +24,13 @@ import torch
 
 from operators.base import Operator, OperatorContext
 from operators.featurizers.resize import stack_resized
+from operators.models.compute import Compute, check_precision, choose_compute
 from operators.models.device import TorchDevice
 from operators.models.efficientnet_lite import (
     CPU_RUNTIMES, FEATURE_DIM, INPUT_SIZE, WEIGHTS, Lite0Embedding, load_efficientnet_lite0, onnx_model,
 )
 from operators.models.imagenet import imagenet_classes
-from operators.models.runtimes import OnnxSession, check_runtime, open_session, resolve_runtime
+from operators.models.runtimes import OnnxSession, check_runtime, is_installed, open_session
 from operators.models.store import model_file, spec
 from streamvision.core.errors import ConfigError
 from streamvision.core.patches import PatchBatch
@@ -34,6 +39,8 @@ from streamvision.core.types import PatchType, StreamType
 #: Default patches per forward pass on CPU and on CUDA.
 CPU_CHUNK = 8
 GPU_CHUNK = 64
+#: Precisions the featurizer runs in (no int8 export of it).
+PRECISIONS = ("auto", "fp32", "fp16")
 
 
 class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
@@ -48,14 +55,16 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
             8 on CPU (small passes stay in cache: ~45 patches/s per core at 4-8, ~25 at 32;
             ``benchmarks/models.py``), 64 on CUDA.
         runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``; ``None`` (default): torch when a
-            GPU is asked for and present (fp16), else the fastest installed CPU runtime
-            (:func:`~operators.models.runtimes.resolve_runtime`). Vectors agree to ~1e-5.
+            GPU is asked for and present, else the fastest installed CPU runtime
+            (:func:`~operators.models.compute.choose_compute`). Vectors agree to ~1e-5.
+        precision: ``"auto"`` (default: fp16 autocast on a GPU, fp32 on CPU), ``"fp32"``
+            everywhere, or ``"fp16"`` (torch autocast; on CPU too, slowly).
     """
 
     name = f"efficientnet-lite0@{spec('efficientnet-lite0').version}"
 
     def __init__(self, *, top_k: int = 5, trace: bool = True, chunk: int | None = None,
-                 runtime: str | None = None) -> None:
+                 runtime: str | None = None, precision: str = "auto") -> None:
         if not 0 <= top_k <= 1000:
             raise ConfigError(f"{self.name}: top_k must be in [0, 1000], got {top_k}")
         if chunk is not None and chunk < 1:
@@ -64,6 +73,7 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
         self.chunk = chunk
         self.trace = bool(trace)
         self.runtime = check_runtime(self.name, runtime)
+        self.precision = check_precision(self.name, precision, self.runtime, PRECISIONS)
         self._device: TorchDevice | None = None
         self._net: torch.nn.Module | None = None
         self._session: OnnxSession | None = None
@@ -86,10 +96,17 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
             raise RuntimeError(f"{self.name}: setup() was not called")
         return self._device
 
+    def compute(self, context: OperatorContext) -> Compute:
+        """The device, dtype and runtime this featurizer runs with in ``context``."""
+        return choose_compute(self.name, context.device, cuda_available=torch.cuda.is_available(),
+                              precision=self.precision, runtime=self.runtime, preference=CPU_RUNTIMES,
+                              installed=is_installed)
+
     def setup(self, context: OperatorContext) -> None:
-        """Load the verified weights onto the context's device and runtime (tracing the torch network)."""
-        self._device = TorchDevice.from_context(context)
-        self.active_runtime = resolve_runtime(self.runtime, context.device, preference=CPU_RUNTIMES)
+        """Load the verified weights onto the context's device, dtype and runtime (tracing the torch network)."""
+        compute = self.compute(context)
+        self._device = TorchDevice.of(compute, context.num_threads)
+        self.active_runtime = compute.runtime
         self._classes = imagenet_classes() if self.top_k else ()
         if self.active_runtime != "torch":
             self._session = open_session(onnx_model(), self.active_runtime, context.num_threads)
@@ -137,7 +154,8 @@ class EfficientNetLite0Featurizer(Operator[PatchBatch, PatchBatch]):
 
     def spec(self) -> dict[str, object]:
         """How to rebuild this operator from a pipeline file (stores record it to embed queries)."""
-        return {"op": "efficientnet_lite0", "options": {"top_k": self.top_k, "chunk": self.chunk}}
+        return {"op": "efficientnet_lite0", "options": {"top_k": self.top_k, "chunk": self.chunk,
+                                                        "precision": self.precision}}
 
     def teardown(self) -> None:
         """Drop the network."""

@@ -1,10 +1,10 @@
 """Where a model's forward pass runs on CPU: torch, ONNX Runtime or OpenVINO, behind one interface.
 
 ``runtime`` options of the NanoDet-m detector and the EfficientNet-Lite0 featurizer take one of
-:data:`RUNTIMES`. ``None`` picks torch when a GPU is asked for and present (fp16 autocast
-there), else the fastest installed CPU runtime for that model (its ``CPU_RUNTIMES``, ordered by
-``benchmarks/inference.py`` at one thread: ONNX Runtime for NanoDet-m, OpenVINO for
-EfficientNet-Lite0). An ONNX session runs with exactly ``num_threads``
+:data:`RUNTIMES`. ``None`` lets :func:`operators.models.compute.choose_compute` pick: torch when
+a GPU is asked for and present, else the fastest installed CPU runtime for that model (its
+``CPU_RUNTIMES``, ordered by ``benchmarks/inference.py`` at one thread: ONNX Runtime for
+NanoDet-m, OpenVINO for EfficientNet-Lite0). An ONNX session runs with exactly ``num_threads``
 intra-op threads (ORT ``intra_op_num_threads``, OpenVINO ``INFERENCE_NUM_THREADS``) and fp32
 arithmetic (OpenVINO would otherwise pick bf16 on CPUs that have it).
 
@@ -12,8 +12,6 @@ arithmetic (OpenVINO would otherwise pick bf16 on CPUs that have it).
 Traceback (most recent call last):
 ...
 streamvision.core.errors.ConfigError: nanodet-m: runtime must be one of ('torch', 'onnxruntime', 'openvino') or None, got 'tensorflow'
->>> resolve_runtime("torch", "cpu")
-'torch'
 """
 
 from __future__ import annotations
@@ -23,14 +21,10 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from streamvision.core.errors import ConfigError
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "int8")
-#: CPU runtimes, fastest first, when a model states no order of its own.
-CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
 _MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
@@ -48,26 +42,6 @@ def check_runtime(owner: str, runtime: str | None) -> str | None:
     if not is_installed(runtime):
         raise ConfigError(f"{owner}: runtime {runtime!r} is not installed (pip install 'streamvision[{runtime}]')")
     return runtime
-
-
-def check_precision(owner: str, precision: str, runtime: str | None) -> str:
-    """``precision`` if it is known and possible on ``runtime`` (int8 needs an ONNX runtime); else :class:`ConfigError`."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"{owner}: precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "int8" and runtime == "torch":
-        raise ConfigError(f"{owner}: precision 'int8' needs runtime 'onnxruntime' or 'openvino', not 'torch'")
-    return precision
-
-
-def resolve_runtime(runtime: str | None, device: str, precision: str = "fp32",
-                    preference: tuple[str, ...] = CPU_PREFERENCE) -> str:
-    """The runtime to use: the one asked for, else torch on an available GPU (fp32 only), else the
-    first installed one of ``preference`` (a model's CPU runtimes, fastest first; an ONNX one for int8)."""
-    if runtime is not None:
-        return runtime
-    if precision == "fp32" and device.startswith("cuda") and torch.cuda.is_available():
-        return "torch"
-    return next(r for r in preference if is_installed(r) and (precision == "fp32" or r != "torch"))
 
 
 class OnnxSession(Protocol):

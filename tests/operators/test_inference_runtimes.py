@@ -25,7 +25,7 @@ from operators.models.device import TorchDevice
 from operators.models.nanodet import NanoDet
 from operators.models.nms import iou_matrix
 from operators.models.onnx_export import OnnxRecipe, export_onnx
-from operators.models.runtimes import check_runtime, resolve_runtime
+from operators.models.runtimes import check_runtime
 from streamvision.core.errors import ConfigError
 
 ONNX_RUNTIMES = ("onnxruntime", "openvino")
@@ -109,11 +109,12 @@ def test_featurizer_matches_torch(runtime, crops):
 
 def test_default_runtime_is_torch_on_a_gpu_else_the_fastest_cpu_one():
     gpu = torch.cuda.is_available()
-    assert resolve_runtime(None, "cuda:0", preference=nanodet.CPU_RUNTIMES) == ("torch" if gpu else "onnxruntime")
-    assert resolve_runtime(None, "cpu", preference=nanodet.CPU_RUNTIMES) == "onnxruntime"
-    assert resolve_runtime(None, "cpu", preference=efficientnet_lite.CPU_RUNTIMES) == "openvino"
-    assert resolve_runtime(None, "cuda", "int8", nanodet.CPU_RUNTIMES) == "onnxruntime"  # int8 is CPU only
-    assert resolve_runtime("openvino", "cuda", preference=nanodet.CPU_RUNTIMES) == "openvino"
+    on_gpu = NanoDetDetector().compute(OperatorContext(device="cuda:0"))
+    assert (on_gpu.runtime, on_gpu.dtype) == (("torch", "float16") if gpu else ("onnxruntime", "float32"))
+    assert NanoDetDetector().compute(OperatorContext(device="cpu")).runtime == "onnxruntime"
+    assert EfficientNetLite0Featurizer().compute(OperatorContext(device="cpu")).runtime == "openvino"
+    assert NanoDetDetector(precision="int8").compute(OperatorContext(device="cuda")).runtime == "onnxruntime"
+    assert NanoDetDetector(runtime="openvino").compute(OperatorContext(device="cuda")).device == "cpu"
     featurizer = EfficientNetLite0Featurizer(top_k=0)
     featurizer.setup(OperatorContext(device="cpu"))
     assert featurizer.active_runtime == "openvino"
@@ -127,7 +128,9 @@ def test_runtime_and_precision_options_are_validated():
     with pytest.raises(ConfigError, match="int8.*not 'torch'"):
         NanoDetDetector(runtime="torch", precision="int8")
     with pytest.raises(ConfigError, match="precision must be one of"):
-        NanoDetDetector(precision="fp16")
+        NanoDetDetector(precision="bf16")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        EfficientNetLite0Featurizer(precision="int8")  # no quantized export of it
     with pytest.raises(TypeError):
         NanoDetDetector(0.35, 0.6, 100, None, False, True, "onnxruntime")  # keyword-only
     assert check_runtime("x", None) is None and check_runtime("x", "openvino") == "openvino"
