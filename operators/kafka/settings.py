@@ -5,12 +5,19 @@ settings (``security_protocol``, ``sasl_*``, ``ssl_*``), which are passed throug
 kafka-python unchanged. Unknown option names are refused up front with a
 :class:`ConfigError` instead of failing inside kafka-python.
 
+Security settings can also come from the environment of the process that builds the client
+(:data:`ENV_OPTIONS`: ``STREAMVISION_KAFKA_SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``,
+``..._SASL_USERNAME``, ``..._SASL_PASSWORD``, ``..._SSL_CAFILE``), so that a password held in a
+Kubernetes Secret reaches the Ray actors without being written into a pipeline file. Options
+given explicitly win over the environment.
+
 >>> KafkaSettings("127.0.0.1:9092", options={"security_protocol": "SSL"}).client_config()
 {'bootstrap_servers': ['127.0.0.1:9092'], 'security_protocol': 'SSL'}
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +34,21 @@ _CLIENT_KEYS = frozenset({
     "ssl_keyfile", "ssl_password", "ssl_crlfile", "ssl_ciphers", "socks5_proxy",
     "receive_buffer_bytes", "send_buffer_bytes",
 })
+
+
+#: Environment variables read by :meth:`KafkaSettings.client_config`, and the option each sets.
+ENV_OPTIONS = {
+    "STREAMVISION_KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "STREAMVISION_KAFKA_SASL_MECHANISM": "sasl_mechanism",
+    "STREAMVISION_KAFKA_SASL_USERNAME": "sasl_plain_username",
+    "STREAMVISION_KAFKA_SASL_PASSWORD": "sasl_plain_password",
+    "STREAMVISION_KAFKA_SSL_CAFILE": "ssl_cafile",
+}
+
+
+def env_options() -> dict[str, str]:
+    """The security options set in this process's environment (empty variables are unset)."""
+    return {option: os.environ[var] for var, option in ENV_OPTIONS.items() if os.environ.get(var)}
 
 
 def _known(kind: str) -> frozenset[str]:
@@ -63,14 +85,16 @@ class KafkaSettings:
         return list(self.bootstrap_servers)
 
     def client_config(self, kind: str = "admin") -> dict[str, Any]:
-        """kafka-python keyword arguments for a ``"consumer"``, ``"producer"`` or ``"admin"`` client."""
+        """kafka-python keyword arguments for a ``"consumer"``, ``"producer"`` or ``"admin"`` client:
+        ``options`` over the security options of this process's environment (:func:`env_options`)."""
         if kind == "admin":
             allowed = _CLIENT_KEYS
         elif kind in ("consumer", "producer"):
             allowed = _known(kind)
         else:
             raise ValueError(f"unknown client kind {kind!r}")
-        return {"bootstrap_servers": self.servers(), **{k: v for k, v in self.options.items() if k in allowed}}
+        options = {**env_options(), **self.options}
+        return {"bootstrap_servers": self.servers(), **{k: v for k, v in options.items() if k in allowed}}
 
 
 def ensure_topic(settings: KafkaSettings, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> int:
