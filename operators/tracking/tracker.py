@@ -18,7 +18,8 @@ track. Before a new track takes a new id it is re-linked: a track of the same la
 ended at most ``relink_seconds`` ago, whose box, moved on at its last speed, is near the new
 box, of about its size, and whose clothing colours (:mod:`operators.tracking.appearance`)
 match at least ``relink_similarity``, gives the new track its id. So a person keeps one id
-through short occlusions, and ``count(DISTINCT track_id)`` counts people, not fragments.
+through short occlusions, and ``count(DISTINCT track_id)`` counts people, not fragments. A
+track that ended at the frame's edge left the view and is never re-linked.
 
 State survives a restart: given the collection's store (``state``, filled in from the sink by
 a plan rule), a new tracker replays the camera's stored detections of the last
@@ -69,6 +70,10 @@ RELINK_OFF_WEIGHT = 0.4
 #: A re-link is skipped when another ended track scores within this of the best: people who
 #: walk together and look alike are not told apart by colour.
 RELINK_MARGIN = 0.05
+#: A track whose last box came within this fraction of the frame's size of its edge left the
+#: view: it is not re-linked (someone else walks in there). The frame's size per camera is the
+#: extent of every box seen (boxes are clipped to the frame; whole-frame patches give it exactly).
+RELINK_EDGE = 0.01
 #: Weight of the newest box in a track's running signature and velocity.
 SMOOTHING = 0.3
 
@@ -87,6 +92,7 @@ class _Seen:
 class _Lane:
     """One camera and class group: the library's tracker and its ids mapped to ours."""
 
+    camera: str
     tracker: Any
     ours: dict[int, int] = field(default_factory=dict)  # library id -> track id
     holder: dict[int, int] = field(default_factory=dict)  # track id -> library id that holds it now
@@ -167,6 +173,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._next_id: dict[str, int] = {}
         self._restored: set[str] = set()
+        self._extent: dict[str, np.ndarray] = {}  # camera -> largest (x1, y1) seen: its frame's size
 
     def input_type(self) -> StreamType:
         """Detections: pixel patches with boxes, labels and scores."""
@@ -206,7 +213,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
                                                 buffer_ratio_first=self.buffer, buffer_ratio_second=self.buffer + 0.2)
             else:
                 tracker = _library(self.method)(**common, minimum_iou_threshold=self.min_iou)
-            self._lanes[key] = _Lane(tracker)
+            self._lanes[key] = _Lane(camera, tracker)
         return self._lanes[key]
 
     def _new_id(self, camera: str) -> int:
@@ -217,6 +224,8 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         """The batch with a ``track_id`` column (``None`` where no track holds the box)."""
         track_ids: list[int | None] = list(batch.extra.get("track_id", [None] * len(batch)))
         frames: dict[tuple[str, str, float], list[int]] = defaultdict(list)
+        for camera, box in zip(batch.cameras, batch.bboxes):
+            self._extent[camera] = np.maximum(self._extent.get(camera, box[2:]), box[2:])
         for i, label in enumerate(batch.labels):
             group = self.group(label)
             if group is not None:
@@ -302,8 +311,10 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
             return {}
         for tid in [t for t, seen in lane.seen.items() if ts - seen.ts > self.relink_seconds]:
             del lane.seen[tid]
+        extent = self._extent.get(lane.camera)
         ended = [(tid, seen) for tid, seen in lane.seen.items()
-                 if tid not in taken and seen.look is not None and seen.ts < ts]
+                 if tid not in taken and seen.look is not None and seen.ts < ts
+                 and not (extent is not None and _at_edge(seen.box, extent))]
         if not ended:
             return {}
         score = np.zeros((len(rows), len(ended)))
@@ -389,6 +400,13 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
 
 def _centre(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
+
+
+def _at_edge(box: np.ndarray, extent: np.ndarray) -> bool:
+    """Whether ``box`` reaches within :data:`RELINK_EDGE` of the edge of a frame of size ``extent``."""
+    margin = RELINK_EDGE * extent
+    return bool(box[0] <= margin[0] or box[1] <= margin[1] or box[2] >= extent[0] - margin[0]
+                or box[3] >= extent[1] - margin[1])
 
 
 def _library(method: str) -> Any:

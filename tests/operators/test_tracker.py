@@ -23,6 +23,7 @@ from operators.stores import tracks as stored_tracks
 from operators.stores.lineage_store import LineageStore
 from operators.tracking.evaluation import LABEL_GROUPS, Box, identity_of, load_mot
 from operators.tracking.tracker import VEHICLES, ObjectTracker
+from operators.tracking.views import crop_views
 from streamvision.core.errors import ConfigError
 from streamvision.core.patches import PatchBatch
 from streamvision.plan.dataflow import Dataflow
@@ -128,6 +129,26 @@ def test_a_walker_hidden_for_3_5_s_comes_back_with_the_same_id(detections, metho
     assert sum(relinked[k] == walker for k in after) >= 0.9 * len(after)
     unlinked = _ids(_track(hidden, ObjectTracker(method=method, relink_seconds=0)))
     assert walker not in {unlinked[k] for k in after}
+
+
+def test_a_walker_who_left_the_view_is_not_re_linked_to_one_who_walks_in(vtest_path, tmp_path):
+    """The left 480 columns of vtest.avi: labelled person 1 walks out at the right edge at
+    17.3 s and person 34, in similar colours, walks in there 3.2 s later. A track that ended at
+    the edge left the view, so person 34 gets an id of their own (without the edge rule they
+    took person 1's)."""
+    view = crop_views(vtest_path, tmp_path, {"left": (0, 480)}, 220)["left"]
+    detector = NanoDetDetector(score_threshold=0.45)
+    detector.setup(OperatorContext())
+    source = VideoFileSource(path=str(view), start=15.0, camera="left")
+    source.open()
+    tracked = _track([detector.process(frames) for frames in source.read(BATCH)], ObjectTracker(labels=["person"]))
+    source.close()
+    who = identity_of(_boxes(tracked), [b for b in load_mot(GT) if b.frame >= 150], range(150, 220))
+    ids_of: dict[int, set[int]] = defaultdict(set)
+    for (_, tid), pid in who.items():
+        ids_of[pid].add(tid)
+    assert ids_of[1] and ids_of[34]
+    assert not ids_of[1] & ids_of[34], dict(ids_of)
 
 
 def test_a_late_batch_takes_the_ids_of_the_tracks_it_overlaps(detections):
