@@ -160,7 +160,10 @@ def test_two_sources_in_one_group_split_the_partitions(broker, images):
     results: dict[int, list] = {}
 
     def run(i: int) -> None:
-        source = _source(broker, "s-split", "g-split", idle_end_s=15.0)
+        # join() waits at most a session timeout for the share: room for the second member to
+        # start 5 s later and the group to rebalance on a loaded machine
+        source = KafkaSource(topic="s-split", bootstrap_servers=broker.bootstrap_servers, group_id="g-split",
+                             until_end=True, idle_end_s=15.0, session_timeout_ms=20000, heartbeat_interval_ms=1000)
         results[i] = _drain(source, replicas=2)[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
