@@ -29,7 +29,7 @@ def images(vtest_path):
 
 def _source(broker, topic, group, **options) -> KafkaSource:
     return KafkaSource(topic=topic, bootstrap_servers=broker.bootstrap_servers, group_id=group,
-                       until_end=True, **GROUP_TIMING, **options)
+                       until_end=True, **{**GROUP_TIMING, **options})
 
 
 def _drain(source: KafkaSource, stored=None, max_batch=8, replicas=1):
@@ -162,8 +162,7 @@ def test_two_sources_in_one_group_split_the_partitions(broker, images):
     def run(i: int) -> None:
         # join() waits at most a session timeout for the share: room for the second member to
         # start 5 s later and the group to rebalance on a loaded machine
-        source = KafkaSource(topic="s-split", bootstrap_servers=broker.bootstrap_servers, group_id="g-split",
-                             until_end=True, idle_end_s=15.0, session_timeout_ms=20000, heartbeat_interval_ms=1000)
+        source = _source(broker, "s-split", "g-split", idle_end_s=15.0, session_timeout_ms=20000)
         results[i] = _drain(source, replicas=2)[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
