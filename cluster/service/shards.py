@@ -8,9 +8,11 @@ restarted shard replays from the store, and Ray retries the calls it had in flig
 logic (routing by patch id, fan-out, merging, joins) is in
 :class:`~operators.index.sharded.ShardSet`, shared with the in-process shards.
 
-GPU: when the Ray cluster has GPUs and the shards are append-only, each shard actor asks
-for a fraction of a GPU and keeps a GPU copy for unfiltered searches if faiss-gpu is
-installed (:func:`operators.index.shard.choose_device`); otherwise it scans on CPU.
+GPU: when the Ray cluster has GPUs and the shards may keep a GPU copy (append-only, and a
+kind FAISS holds on a GPU: ``Flat`` or ``IVF...``, not ``HNSW``, ``RFlat`` or plain ``SQ8``;
+:func:`operators.index.shard.gpu_eligible`), each shard actor asks for a fraction of a GPU and
+keeps a GPU copy for unfiltered searches if faiss-gpu is installed
+(:func:`operators.index.shard.choose_device`); every other shard asks for none and scans on CPU.
 """
 
 from __future__ import annotations
@@ -23,13 +25,21 @@ import ray
 
 from cluster.service.names import NAMESPACE, shard_name
 from operators.index.live_shard import LiveShard
-from operators.index.shard import IndexShard
+from operators.index.shard import IndexShard, gpu_eligible
 from operators.index.sharded import ShardSet, layout
 from streamvision.core.errors import ConfigError
 
 #: CPUs it reserves: none by default, so that pipelines sized for a 2-core machine fit beside the
 #: service (it is mostly idle between queries); raise it on a cluster to keep cores for it.
 SHARD_CPUS = 0.0
+
+
+def gpus_per_shard(cluster_gpus: float, shards: int, probe: IndexShard) -> float:
+    """The GPU fraction each of ``shards`` actors asks for: an equal share of the cluster's GPUs
+    (at most one each) when the shard may keep a GPU copy (:func:`gpu_eligible`), else none."""
+    if cluster_gpus <= 0 or not gpu_eligible(probe.index, probe.append_only):
+        return 0.0
+    return min(1.0, cluster_gpus / shards)
 
 
 @ray.remote
@@ -72,14 +82,14 @@ class ActorShards(ShardSet):
         Raises:
             InputError: unknown factory string or bad dimension.
         """
-        IndexShard(dim, factory)  # fail fast and clearly on a bad factory string or dim
+        probe = IndexShard(dim, factory, append_only=append_only, device="cpu")  # fails fast on a bad factory or dim
         root, store = layout(data_dir)
-        gpus = ray.cluster_resources().get("GPU", 0) if append_only else 0
+        gpus = gpus_per_shard(ray.cluster_resources().get("GPU", 0.0), shards, probe)
         options = {"normalized": normalized, "append_only": append_only, "store": str(store)}
         actors = [
             ShardActor.options(
                 name=shard_name(data_dir, s, shards), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-                num_cpus=num_cpus, num_gpus=min(1.0, gpus / shards) if gpus else 0,
+                num_cpus=num_cpus, num_gpus=gpus,
                 max_restarts=-1, max_task_retries=-1,
             ).remote(str(root), s, shards, dim, factory, options)
             for s in range(shards)

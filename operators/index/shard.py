@@ -21,7 +21,9 @@ Beyond add / upsert / remove / search / range search, a shard can
   held vectors in place, other removable indexes remove just the held ids (one O(n) FAISS
   pass) and add them again,
 * keep a GPU copy of an append-only index for unfiltered searches when CUDA and
-  faiss-gpu exist (:func:`choose_device`); the CPU index stays the master copy.
+  faiss-gpu exist and FAISS can hold its kind on a GPU (``Flat``, ``IVF...``; not ``HNSW``,
+  ``RFlat`` or plain ``SQ8``: :func:`gpu_capable`, :func:`choose_device`); the CPU index
+  stays the master copy.
 
 Every check happens before the index is touched, so bad input leaves it unchanged.
 
@@ -117,12 +119,35 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def choose_device(append_only: bool) -> str:
-    """``"gpu"`` for an append-only shard where CUDA and faiss-gpu exist, else ``"cpu"``.
+#: The index types FAISS's GPU cloner (``index_cpu_to_gpu``) can copy to a GPU. Graph indexes
+#: (``HNSW``, ``NSG``), refining indexes (``...,RFlat``), plain ``SQ``/``PQ`` codes and fast-scan
+#: layouts are not among them, so shards of those kinds stay on CPU.
+GPU_INDEX_TYPES = frozenset({"IndexFlat", "IndexFlatIP", "IndexIVFFlat", "IndexIVFScalarQuantizer", "IndexIVFPQ"})
 
-    FAISS on GPU can neither filter by id nor delete, so shards that need either stay on CPU.
+
+def gpu_capable(index: faiss.Index | str, dim: int = 64) -> bool:
+    """Whether FAISS can hold ``index`` (an index, or an ``index_factory`` string) on a GPU.
+
+    Pure CPU logic: it reads the index's type, so it answers the same with or without a GPU.
+    An ``IndexIDMap2`` or ``IndexPreTransform`` (``"PCA64,Flat"``) is as capable as what it wraps.
+
+    >>> gpu_capable("Flat"), gpu_capable("IVF64,SQ8"), gpu_capable("HNSW32"), gpu_capable("SQ8,RFlat")
+    (True, True, False, False)
     """
-    return "gpu" if append_only and gpu_available() else "cpu"
+    if isinstance(index, str):
+        index = faiss.index_factory(dim, index, faiss.METRIC_INNER_PRODUCT)
+    return type(_core(index)).__name__ in GPU_INDEX_TYPES
+
+
+def gpu_eligible(index: faiss.Index | str, append_only: bool, dim: int = 64) -> bool:
+    """Whether a shard may keep a GPU copy: append-only (a GPU copy can neither filter by id
+    nor delete) and of a kind FAISS can hold on a GPU (:func:`gpu_capable`). CPU logic only."""
+    return append_only and gpu_capable(index, dim)
+
+
+def choose_device(index: faiss.Index | str, append_only: bool) -> str:
+    """``"gpu"`` for a :func:`gpu_eligible` shard where CUDA and faiss-gpu exist, else ``"cpu"``."""
+    return "gpu" if gpu_eligible(index, append_only) and gpu_available() else "cpu"
 
 
 def id_selector(ids: np.ndarray) -> faiss.SearchParameters:
@@ -177,6 +202,14 @@ def _flat_view(index: faiss.Index) -> np.ndarray | None:
     return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
 
+def _core(index: faiss.Index) -> faiss.Index:
+    """The index that holds the codes, under any ``IndexIDMap2`` and ``IndexPreTransform`` wrappers."""
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+        inner = faiss.downcast_index(inner.index)
+    return inner
+
+
 def _is_refine(index: faiss.Index) -> bool:
     return "Refine" in type(faiss.downcast_index(index)).__name__
 
@@ -185,7 +218,7 @@ def _supports_remove(index: faiss.IndexIDMap2) -> bool:
     """FAISS graph indexes (HNSW, NSG) and refining indexes cannot remove vectors; IVF indexes
     inside an ``IndexIDMap2`` keep wrong labels after ``remove_ids`` (and a later removal
     aborts in FAISS 1.15), so they are append-only too."""
-    name = type(faiss.downcast_index(index.index)).__name__
+    name = type(_core(index)).__name__
     return not any(kind in name for kind in ("HNSW", "NSG", "Refine", "IVF"))
 
 
@@ -199,7 +232,8 @@ class IndexShard:
         factory: an ``index_factory`` string (``"Flat"``, ``"SQ8"``, ``"HNSW32"``, ...).
         normalized: require unit-norm vectors and queries.
         append_only: never replace or remove (forced for factories that cannot remove,
-            such as ``HNSW``); makes the shard eligible for a GPU copy.
+            such as ``HNSW``); with a kind FAISS holds on a GPU, makes the shard
+            eligible for a GPU copy (:func:`gpu_eligible`).
         device: ``"cpu"``, ``"gpu"`` or ``None`` to pick with :func:`choose_device`.
 
     Raises:
@@ -224,11 +258,14 @@ class IndexShard:
         self._lock = threading.RLock()
         self.normalized = normalized
         self.append_only = append_only
-        wanted = choose_device(append_only) if device is None else device
+        wanted = choose_device(self.index, append_only) if device is None else device
         if wanted not in ("cpu", "gpu"):
             raise InputError(f"device must be 'cpu' or 'gpu', got {wanted!r}")
-        if wanted == "gpu" and not (append_only and gpu_available()):
-            raise InputError("a GPU shard must be append-only and needs CUDA with faiss-gpu")
+        if wanted == "gpu" and not gpu_eligible(self.index, append_only):
+            raise InputError(f"a GPU shard must be append-only and of a kind FAISS holds on a GPU "
+                             f"({', '.join(sorted(GPU_INDEX_TYPES))}); {self.factory!r} is not")
+        if wanted == "gpu" and not gpu_available():
+            raise InputError("a GPU shard needs CUDA with faiss-gpu (pip install faiss-gpu-cu12)")
         self.device = wanted
         self._gpu_res: Any = None
         self._gpu_index: Any = None

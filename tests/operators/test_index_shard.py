@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from operators.index.shard import IndexShard, choose_device, gpu_available
+from operators.index.shard import IndexShard, choose_device, gpu_available, gpu_capable, gpu_eligible
 from operators.index.topk import top_k_rows
 from streamvision.core.errors import InputError
 
@@ -209,14 +209,33 @@ def test_loaded_hnsw_is_still_append_only(tmp_path):
     assert loaded.ntotal == 10
 
 
+@pytest.mark.parametrize("factory, capable", [
+    ("Flat", True), ("IVF16,Flat", True), ("IVF16,SQ8", True), ("IVF16,PQ4", True), ("PCA8,Flat", True),
+    ("HNSW16", False), ("SQ8", False), ("SQ8,RFlat", False), ("PQ4", False), ("IVF16,PQ4x4fs", False),
+])
+def test_only_kinds_faiss_holds_on_a_gpu_are_gpu_capable(factory, capable):
+    assert gpu_capable(factory, 16) is capable
+    shard = IndexShard(16, factory, append_only=True)
+    assert gpu_eligible(shard.index, shard.append_only) is capable
+
+
 def test_gpu_only_for_append_only_shards_and_cpu_fallback_here():
-    assert choose_device(append_only=False) == "cpu"
-    assert choose_device(append_only=True) == ("gpu" if gpu_available() else "cpu")
+    assert choose_device("Flat", append_only=False) == "cpu"
+    assert choose_device("Flat", append_only=True) == ("gpu" if gpu_available() else "cpu")
+    assert choose_device("HNSW16", append_only=True) == "cpu"  # forced append-only, but no GPU kind
     shard = IndexShard(8, "Flat", append_only=True)
-    assert shard.device == choose_device(True)
+    assert shard.device == choose_device("Flat", True)
+    assert IndexShard(8, "HNSW16").device == "cpu"
+    assert IndexShard(8, "SQ8,RFlat").device == "cpu"
     if not gpu_available():
-        with pytest.raises(InputError, match="GPU"):
+        with pytest.raises(InputError, match="needs CUDA with faiss-gpu"):
             IndexShard(8, "Flat", append_only=True, device="gpu")
+
+
+@pytest.mark.parametrize("factory", ["HNSW16", "SQ8,RFlat", "SQ8"])
+def test_a_gpu_shard_of_a_kind_faiss_cannot_hold_there_is_refused_on_any_machine(factory):
+    with pytest.raises(InputError, match="kind FAISS holds on a GPU"):
+        IndexShard(16, factory, append_only=True, device="gpu")
 
 
 def test_save_and_load_round_trip(tmp_path, data):
