@@ -101,3 +101,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     with _on_loopback():
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def cluster_capacity(address: str | None = None) -> tuple[float, float]:
+    """``(CPUs, GPUs)`` of the Ray cluster this process uses (:func:`ensure_ray` first): what a
+    graph sized to the machine or the cluster (``streamvision ingest``) may reserve."""
+    ensure_ray(address)
+    have = ray.cluster_resources()
+    return float(have.get("CPU", 0.0)), float(have.get("GPU", 0.0))

@@ -488,9 +488,9 @@ def served_ray_address(flow: Dataflow) -> str | None:
     """The Ray address of the service serving one of ``flow``'s sinks, if any runs."""
     for node in flow.nodes:
         data = getattr(node.component, "data", None) if node.kind == "sink" else None
-        record = names.read_record(data) if data else None
-        if record is not None:
-            return str(record["ray_address"])
+        served = names.served_ray_address(data) if data else None
+        if served is not None:
+            return served
     return None
 
 

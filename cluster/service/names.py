@@ -55,6 +55,12 @@ def read_record(data: str | Path) -> dict[str, Any] | None:
     return record
 
 
+def served_ray_address(data: str | Path) -> str | None:
+    """The Ray address of the service serving ``data``, or ``None`` when none runs."""
+    record = read_record(data)
+    return None if record is None else str(record["ray_address"])
+
+
 def remove_record(data: str | Path) -> None:
     """Remove ``service.json`` (the service stopped)."""
     (Path(data) / SERVICE_FILE).unlink(missing_ok=True)

@@ -95,16 +95,25 @@ def ingest(
     keyframes_only: bool = typer.Option(False, help="Decode keyframes only."),
     start: float = typer.Option(0.0, help="First second to read."),
     end: Optional[float] = typer.Option(None, help="Stop before this second."),
-    replicas: int = typer.Option(1, help="Actors per featurizing step."),
+    replicas: Optional[int] = typer.Option(None, help="Actors per featurizing step (default: sized from --cpus)."),
+    cpus: Optional[float] = typer.Option(None, "--cpus", help="CPUs the graph may reserve (default: the Ray cluster's)."),
+    gpus: Optional[float] = typer.Option(None, "--gpus", help="GPUs the model steps share (default: the Ray cluster's)."),
     featurizer: str = typer.Option("models", help="models: NanoDet-m crops + whole frames embedded by "
                                                   "EfficientNet-Lite0; histogram: colour histograms of whole frames."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local Ray)."),
 ) -> None:
     """Decode a video, detect and featurize every frame, and index it with lineage."""
+    from cluster.local import cluster_capacity
+    from cluster.service.names import served_ray_address
     from streamvision.plan.pipelines import video_ingest_flow
 
+    if cpus is None or gpus is None:  # the Ray the run will use: --address, else the service's, else local
+        have_cpus, have_gpus = cluster_capacity(address or served_ray_address(data))
+    else:
+        have_cpus, have_gpus = cpus, gpus
     flow = video_ingest_flow(video, data, featurizer=featurizer, every=every, fps=fps,  # type: ignore[arg-type]
-                             keyframes_only=keyframes_only, start=start, end=end, replicas=replicas)
+                             keyframes_only=keyframes_only, start=start, end=end, replicas=replicas,
+                             cpus=have_cpus if cpus is None else cpus, gpus=have_gpus if gpus is None else gpus)
     total = _video_frames(video)
     _run_flow(flow, address, total // every if total and every > 1 else total)
 
