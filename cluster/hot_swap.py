@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.service.names import NAMESPACE
 from streamvision.core.errors import ConfigError, StreamVisionError
@@ -75,13 +76,20 @@ class PipelineControl:
         return list(self.log)
 
 
+def _on_this_node() -> NodeAffinitySchedulingStrategy:
+    """Place an actor on the driver's node: it lives and dies with the driver, not with a worker
+    node the cluster may lose mid-run."""
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def start_control(pipeline: str) -> Any:
     """The control actor of a pipeline about to run (refused if one of that name runs; the
     actor of a run that just ended may take a moment to free its name)."""
     deadline = time.monotonic() + NAME_FREE_S
     while True:
         try:
-            return PipelineControl.options(name=control_name(pipeline), namespace=NAMESPACE).remote()
+            return PipelineControl.options(name=control_name(pipeline), namespace=NAMESPACE,
+                                           scheduling_strategy=_on_this_node()).remote()
         except ValueError as exc:  # the name is taken
             if time.monotonic() > deadline:
                 raise ConfigError(f"a pipeline named {pipeline!r} is already running; give this one "

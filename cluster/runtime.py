@@ -142,8 +142,12 @@ def _actor_options(node: Node) -> dict[str, Any]:
     return {
         "num_cpus": res.num_cpus,
         "num_gpus": res.num_gpus,
+        "resources": dict(res.custom_resources),
         "max_restarts": res.max_restarts,
-        "max_task_retries": res.max_restarts,
+        # Retry a call for as long as its actor can come back: a restart on another node, after
+        # a node is lost, fast-fails calls while its constructor runs, and each fails one retry.
+        # Restarts stay bounded: a batch that kills its actor every time ends when they run out.
+        "max_task_retries": -1 if res.max_restarts else 0,
         "max_concurrency": 1,
     }
 
@@ -469,6 +473,12 @@ class _Driver:
         return out
 
 
+def _asks(node: Node, resource: str) -> float:
+    """How much of ``resource`` (``"CPU"``, ``"GPU"`` or a custom one) one actor of ``node`` asks for."""
+    res = node.resources
+    return {"CPU": res.num_cpus, "GPU": res.num_gpus}.get(resource, res.custom_resources.get(resource, 0.0))
+
+
 def _check_fits(flow: Dataflow) -> None:
     """Refuse a graph whose actors cannot all be placed (Ray would wait for ever). The cluster's
     total counts, not what is free this instant: actors of a run that just ended free their
@@ -476,11 +486,10 @@ def _check_fits(flow: Dataflow) -> None:
     have = ray.cluster_resources()
     for resource, need in flow.required_resources().items():
         if need > have.get(resource, 0.0) + 1e-9:
-            per_node = ", ".join(f"{n.id}: {n.resources.replicas} x {getattr(n.resources, 'num_' + resource.lower() + 's')}"
-                                 for n in flow.nodes)
+            per_node = ", ".join(f"{n.id}: {n.resources.replicas} x {_asks(n, resource):g}" for n in flow.nodes)
             raise ConfigError(
                 f"dataflow {flow.name!r} needs {need:g} {resource}s but the Ray cluster has "
-                f"{have.get(resource, 0.0):g} ({per_node}); lower replicas or num_cpus/num_gpus"
+                f"{have.get(resource, 0.0):g} ({per_node}); lower replicas, num_cpus/num_gpus or custom_resources"
             )
 
 

@@ -4,9 +4,11 @@ Each :class:`ShardActor` holds one :class:`~operators.index.live_shard.LiveShard
 snapshot plus replay of the store's newer writes) and is a named, detached actor in the
 ``streamvision`` namespace, restarted by Ray after a crash (``max_restarts=-1``); a
 restarted shard replays from the store, and Ray retries the calls it had in flight
-(``max_task_retries=-1``), which are idempotent. :class:`ActorShards` is the client: all
-logic (routing by patch id, fan-out, merging, joins) is in
-:class:`~operators.index.sharded.ShardSet`, shared with the in-process shards.
+(``max_task_retries=-1``), which are idempotent. A collection's shards go to the cluster's
+nodes in turn (:func:`spread_over_nodes`), so they scan in parallel and a lost node costs
+its shards' replay. :class:`ActorShards` is the client: all logic (routing by patch id,
+fan-out, merging, joins) is in :class:`~operators.index.sharded.ShardSet`, shared with the
+in-process shards.
 
 GPU: when the Ray cluster has GPUs and the shards may keep a GPU copy (append-only, and a
 kind FAISS holds on a GPU: ``Flat`` or ``IVF...``, not ``HNSW``, ``RFlat`` or plain ``SQ8``;
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.service.names import NAMESPACE, shard_name
 from operators.index.live_shard import LiveShard
@@ -29,6 +32,9 @@ from operators.index.shard import IndexShard, gpu_eligible
 from operators.index.sharded import ShardSet, layout
 from streamvision.core.errors import ConfigError
 
+#: Logical memory (bytes) a shard actor reserves: a token, not its real size. Ray honours a soft
+#: node affinity only for actors that ask for some resource; a zero-resource actor lands anywhere.
+SHARD_MEMORY = 1 << 20
 #: CPUs it reserves: none by default, so that pipelines sized for a 2-core machine fit beside the
 #: service (it is mostly idle between queries); raise it on a cluster to keep cores for it.
 SHARD_CPUS = 0.0
@@ -42,6 +48,19 @@ def gpus_per_shard(cluster_gpus: float, shards: int, probe: IndexShard) -> float
     return min(1.0, cluster_gpus / shards)
 
 
+def spread_over_nodes(shards: int, need_gpu: bool = False) -> list[NodeAffinitySchedulingStrategy]:
+    """Where each of ``shards`` actors goes: the cluster's alive nodes (with a GPU, if the shards
+    ask for one) in turn, so that they scan in parallel and one node's loss costs few shards.
+
+    Soft: a shard whose node is gone or full, now or at a restart, runs wherever Ray finds
+    room (Ray's own ``"SPREAD"`` is best effort, and puts zero-CPU actors together).
+    """
+    nodes = sorted(n["NodeID"] for n in ray.nodes()
+                   if n["Alive"] and (not need_gpu or n["Resources"].get("GPU", 0) > 0))
+    nodes = nodes or [ray.get_runtime_context().get_node_id()]
+    return [NodeAffinitySchedulingStrategy(node_id=nodes[s % len(nodes)], soft=True) for s in range(shards)]
+
+
 @ray.remote
 class ShardActor:
     """Holds one :class:`LiveShard`; rebuilt from its snapshot and the store whenever Ray restarts it."""
@@ -52,6 +71,10 @@ class ShardActor:
     def pid(self) -> int:
         """The actor's process id (for operators, and for the failure tests that kill it)."""
         return os.getpid()
+
+    def node(self) -> str:
+        """The id of the Ray node the actor runs on."""
+        return ray.get_runtime_context().get_node_id()
 
     def call(self, method: str, *args: Any) -> Any:
         """Run ``LiveShard.<method>(*args)``."""
@@ -89,10 +112,10 @@ class ActorShards(ShardSet):
         actors = [
             ShardActor.options(
                 name=shard_name(data_dir, s, shards), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-                num_cpus=num_cpus, num_gpus=gpus,
+                num_cpus=num_cpus, num_gpus=gpus, memory=SHARD_MEMORY, scheduling_strategy=place,
                 max_restarts=-1, max_task_retries=-1,
             ).remote(str(root), s, shards, dim, factory, options)
-            for s in range(shards)
+            for s, place in enumerate(spread_over_nodes(shards, gpus > 0))
         ]
         return cls(actors, dim, normalized)
 

@@ -58,6 +58,9 @@ class Resources:
         replicas: actors in the pool (for sources: consumers / readers).
         num_cpus: CPUs per actor (also the operator's thread count).
         num_gpus: GPUs per actor, fractional allowed (0.25 = four actors share a GPU).
+        custom_resources: Ray custom resources per actor (``{"camera-node": 1}``), which place
+            it on the nodes that declare them (``ray start --resources``, a KubeRay group's
+            ``rayStartParams``): the node that has the cameras' network, the disk of the store.
         max_restarts: restarts of a killed actor; its in-flight batches are retried.
         max_batch: largest batch in frames; sources read this many, operators merge
             queued upstream batches up to it (dynamic batching). ``None``: as they come.
@@ -72,6 +75,7 @@ class Resources:
     replicas: int = 1
     num_cpus: float = 1.0  # sources and sinks default to 0.5 (see Dataflow.source / Stream.sink)
     num_gpus: float = 0.0
+    custom_resources: dict[str, float] = field(default_factory=dict)
     max_restarts: int = 3
     max_batch: int | None = None
     max_wait_ms: float = 20.0
@@ -83,6 +87,14 @@ class Resources:
             raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ConfigError("num_cpus and num_gpus must be >= 0")
+        if not isinstance(self.custom_resources, dict):
+            raise ConfigError(f"custom_resources must be a mapping of name to amount, got {self.custom_resources!r}")
+        for name, amount in self.custom_resources.items():
+            if not isinstance(name, str) or not name or name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ConfigError(f"custom resource name {name!r} must be a non-empty name other than CPU, GPU, "
+                                  f"memory and object_store_memory (use num_cpus / num_gpus)")
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+                raise ConfigError(f"custom resource {name!r} must be a number >= 0, got {amount!r}")
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0:
@@ -204,11 +216,15 @@ class Dataflow:
         return types
 
     def required_resources(self) -> dict[str, float]:
-        """CPUs and GPUs the graph's actors reserve together."""
-        return {
+        """CPUs, GPUs and custom resources the graph's actors reserve together."""
+        need = {
             "CPU": sum(n.resources.num_cpus * n.resources.replicas for n in self.nodes),
             "GPU": sum(n.resources.num_gpus * n.resources.replicas for n in self.nodes),
         }
+        for n in self.nodes:
+            for name, amount in n.resources.custom_resources.items():
+                need[name] = need.get(name, 0.0) + amount * n.resources.replicas
+        return need
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, base_dir: str | Path = ".") -> "Dataflow":
