@@ -135,6 +135,9 @@ class SourceActor(_Instrumented):
         self.open()
         stored = ray.get([sink.committed_offsets.remote() for sink in self.sinks])
         self.source.seek(least_advanced(stored))
+        end_with_group = getattr(self.source, "end_with_group", None)
+        if self.replicas > 1 and self.sinks and callable(end_with_group):
+            end_with_group()  # the sinks report durable offsets: end when the group's input is done
         self.source.join(self.replicas)
         self._iter = iter(self.source.read(self.max_batch))
 

@@ -100,7 +100,8 @@ class KafkaSource(Source):
         topic: one topic or a list of topics.
         bootstrap_servers: ``host:port[,...]``.
         group_id: the consumer group (replicas of one source share it).
-        until_end: stop at the fetch high-water mark of every assigned partition (bounded mode).
+        until_end: stop at the fetch high-water mark of every assigned partition (bounded mode;
+            after :meth:`end_with_group`, once every partition is durably done to its end).
         height, width: required frame size; messages of another size are dead letters
             (``None``: any size; a size change starts a new batch).
         dead_letters: send bad messages to ``<topic>.dlq`` (``False``: only count and log them).
@@ -180,6 +181,8 @@ class KafkaSource(Source):
         self._paused = False
         self._joining = False
         self._assignment_changed = time.monotonic()
+        self._end_with_group = False
+        self._group_checked = 0.0
         self._last_size: tuple[int, int] | None = None
         self._counts: collections.Counter[str] = collections.Counter()
         self._reasons: collections.Counter[str] = collections.Counter()
@@ -221,6 +224,18 @@ class KafkaSource(Source):
         if self._consumer is not None:
             for tp in self._consumer.assignment():
                 self._start_partition(tp)
+
+    def end_with_group(self) -> None:
+        """In bounded mode, end only once the whole group's input is durably done: every
+        partition of the topics has a durable offset (:meth:`commit`) at its end, not only the
+        partitions this member holds.
+
+        For replicas whose sinks report durable offsets. Without it, a replica that has read
+        its own partitions ends, and stops polling; if another replica then dies (its node
+        lost), the group can hand the dead one's partitions to no one who is reading, and the
+        run ends without them.
+        """
+        self._end_with_group = True
 
     def join(self, replicas: int) -> None:
         """Read nothing until this member holds at most its share of the partitions
@@ -460,13 +475,28 @@ class KafkaSource(Source):
             return False
         consumer = self._consumer
         assigned = consumer.assignment()
-        if not assigned:
+        if not assigned and not self._end_with_group:
             return time.monotonic() - idle_since > self.idle_end_s
         for tp in assigned:
             high = consumer.highwater(tp)
             if high is None or consumer.position(tp) < high:
                 return False
-        return True
+        return not self._end_with_group or self._group_durable()
+
+    def _group_durable(self) -> bool:
+        """Every partition of the topics durably done to its end offset (checked once a second:
+        it asks the broker). An empty partition, or one whose log start has passed every
+        message, is done without a durable offset."""
+        now = time.monotonic()
+        if now - self._group_checked < 1.0:
+            return False
+        self._group_checked = now
+        from kafka import TopicPartition
+
+        consumer = self._consumer
+        partitions = [TopicPartition(t, p) for t in self.topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends, starts = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+        return all(self._stored.get((tp.topic, tp.partition), starts[tp]) >= ends[tp] for tp in partitions)
 
     def _take(self, record: Any, pending: _Pending, ready: collections.deque[FrameBatch],
               max_batch: int) -> _Pending:
