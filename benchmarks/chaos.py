@@ -60,7 +60,7 @@ from operators.producers.frame_reader import FrameReader  # noqa: E402
 from operators.sinks.collection_writer import read_manifest  # noqa: E402
 from operators.sinks.store_sink import StoreSink  # noqa: E402
 from operators.sources.kafka_source import KafkaSource  # noqa: E402
-from operators.stores.lineage_store import COLUMN_FAMILIES, LineageStore  # noqa: E402
+from operators.stores.lineage_store import BATCHING_FAMILIES, LineageStore  # noqa: E402
 from streamvision.plan.dataflow import Dataflow  # noqa: E402
 from tests.integration import test_failing_operators as failing  # noqa: E402
 from tests.integration import test_poison_messages as poison  # noqa: E402
@@ -94,10 +94,10 @@ def flow(servers: str, data: str, group: str) -> Dataflow:
     return out
 
 
-def digest(data: Path) -> dict[str, set[bytes]]:
-    """Every key + value of every column family but the vector log (its positions follow batching)."""
+def digest(data: Path) -> dict[str, frozenset[bytes]]:
+    """What the store holds, but the vector log (its positions follow batching)."""
     with LineageStore(data / "lineage", read_only=True) as store:
-        return {f: {k + b"\x00" + v for k, v in store.scan(f)} for f in COLUMN_FAMILIES if f != "vector_log"}
+        return store.contents(exclude=BATCHING_FAMILIES)
 
 
 def index_ids(data: Path) -> tuple[set[int], int]:

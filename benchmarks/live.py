@@ -12,8 +12,9 @@ FAISS, vtest.avi):
 3. **live**: ``--cameras`` cameras at ``--rate`` frames/s of real JPEG frames go through the
    broker into the full collection while a client asks over HTTP: a prober sends every
    produced frame's own vector (batched) until the frame is its top hit
-   (``answerable_p50_ms`` / ``_p99_ms``: capture time to that answer), and a querier asks
-   top-10 queries (``query_p50_ms`` / ``_p99_ms``); every actor's RSS is sampled
+   (``answerable_p50_ms`` / ``_p99_ms``: capture time to that answer), and a querier in a
+   process of its own asks top-10 queries (``query_p50_ms`` / ``_p99_ms``); every actor's RSS
+   is sampled
    (``rss_growth_mb``: the largest growth of any actor after the first 10 % of the phase);
 4. **restart**: the service is stopped (snapshots written) and ``streamvision serve`` started
    again as a new process, its own local Ray included: ``restart_to_first_answer_s`` (median of
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -133,6 +135,21 @@ def _actor_rss() -> dict[str, float]:
     return out
 
 
+def query_client(url: str, collection: str, vectors: np.ndarray, done: Any, results: Any) -> None:
+    """A client process: top-10 queries with real frame vectors, five a second, until ``done``;
+    puts ``[(monotonic time, ms)]`` on ``results``."""
+    rng = np.random.default_rng(1)
+    latencies = []
+    with ServiceClient(url, collection=collection) as client:
+        while not done.is_set():
+            q = vectors[int(rng.integers(len(vectors)))]
+            t0 = time.perf_counter()
+            client.similar(q, k=10)
+            latencies.append((time.monotonic(), (time.perf_counter() - t0) * 1000))
+            time.sleep(0.2)
+    results.put(latencies)
+
+
 class Live:
     """The live phase: paced cameras, a pipeline, a prober, a querier and an RSS sampler."""
 
@@ -192,15 +209,17 @@ class Live:
                     break  # frames never answered stay pending (reported as unanswered)
 
     def query(self) -> None:
-        """Top-10 queries with real frame vectors, five a second."""
-        rng = np.random.default_rng(1)
-        with ServiceClient(self.url, collection=self.data.name) as client:
-            while not self.done.is_set():
-                q = self.vectors[int(rng.integers(len(self.vectors)))]
-                t0 = time.perf_counter()
-                client.similar(q, k=10)
-                self.queries.append((time.monotonic() - self.start, (time.perf_counter() - t0) * 1000))
-                time.sleep(0.2)
+        """Top-10 queries in their own process (:func:`query_client`), so that the client's
+        latency is not the wait for this process's GIL (prober, producer, pipeline driver)."""
+        ctx = multiprocessing.get_context("spawn")
+        done, results = ctx.Event(), ctx.Queue()
+        client = ctx.Process(target=query_client, args=(self.url, self.data.name, self.vectors, done, results))
+        client.start()
+        self.done.wait()
+        done.set()
+        started = self.start
+        self.queries = [(t - started, ms) for t, ms in results.get(timeout=60)]
+        client.join(30)
 
     def sample_rss(self) -> None:
         while not self.done.is_set():

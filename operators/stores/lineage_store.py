@@ -84,6 +84,9 @@ COLUMN_FAMILIES = (
     "vectors", "vector_log", "offsets", "segments", "models", "by_text", "tracks", "track_boxes",
     "labels",
 )
+#: Families whose keys follow how a stream was batched (the vector log's write positions),
+#: which a restart changes: comparisons of what two runs stored leave them out.
+BATCHING_FAMILIES = ("vector_log",)
 #: Vectors read per chunk when replaying the vector log.
 REPLAY_CHUNK = 16384
 _SEP = b"\x00"
@@ -569,6 +572,12 @@ class LineageStore:
         cf = self._family(family)
         for key in _prefix_keys(cf, prefix) if cf is not None else ():
             yield key, cf[key]
+
+    def contents(self, *, exclude: Iterable[str] = ()) -> dict[str, frozenset[bytes]]:
+        """Every ``key + b"\\x00" + value`` of each column family but ``exclude``: what two stores
+        are compared by (a replay, a restart or a fault must leave the store of an uninterrupted
+        run; such comparisons exclude :data:`BATCHING_FAMILIES`)."""
+        return {f: frozenset(k + b"\x00" + v for k, v in self.scan(f)) for f in COLUMN_FAMILIES if f not in exclude}
 
     def keys_between(self, family: str, lo: bytes, hi: bytes) -> Iterator[bytes]:
         """Keys ``lo <= key < hi`` of a family, in order (a range seek: costs the keys it returns)."""

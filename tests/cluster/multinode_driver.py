@@ -37,7 +37,7 @@ from operators.patches.whole_frame import WholeFramePatches  # noqa: E402
 from operators.sinks.collection_writer import read_manifest  # noqa: E402
 from operators.sinks.store_sink import StoreSink  # noqa: E402
 from operators.sources.kafka_source import KafkaSource  # noqa: E402
-from operators.stores.lineage_store import COLUMN_FAMILIES, LineageStore  # noqa: E402
+from operators.stores.lineage_store import BATCHING_FAMILIES, LineageStore  # noqa: E402
 from streamvision.plan.dataflow import Dataflow  # noqa: E402
 
 TOPIC = "multinode"
@@ -76,11 +76,10 @@ def placement(nodes: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def digest(data: Path) -> dict[str, list[str]]:
-    """Every key + value of every column family but the vector log (its positions follow batching)."""
+def digest(data: Path) -> dict[str, frozenset[bytes]]:
+    """What the store holds, but the vector log (its positions follow batching)."""
     with LineageStore(data / "lineage", read_only=True) as store:
-        return {f: sorted((k + b"\x00" + v).hex() for k, v in store.scan(f)) for f in COLUMN_FAMILIES
-                if f != "vector_log"}
+        return store.contents(exclude=BATCHING_FAMILIES)
 
 
 def run_removing_a_node(cluster: Cluster, nodes: dict[str, Any], servers: str, data: Path, total: int

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import streamvision
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
 from operators.sinks.store_sink import StoreSink
 from operators.sources.kafka_source import KafkaSource
-from operators.stores.lineage_store import COLUMN_FAMILIES, LineageStore
+from operators.stores.lineage_store import BATCHING_FAMILIES, LineageStore
 from operators.kafka import wire
 from streamvision.plan.dataflow import Dataflow
 from streamvision.core.lineage import FrameKeyCodec
@@ -69,15 +68,11 @@ def _flow(broker, topic: str, data: Path, group: str, *, replicas: int = 1, max_
     return flow
 
 
-def _digest(data: Path) -> str:
-    """Every key and value of every column family of the store but the vector log (its write
-    positions follow how the stream was batched, which a restart changes)."""
-    digest = hashlib.sha256()
+def _digest(data: Path) -> dict[str, frozenset[bytes]]:
+    """What the store holds, but the vector log (its write positions follow how the stream was
+    batched, which a restart changes)."""
     with LineageStore(data / "lineage", read_only=True) as store:
-        for family in (f for f in COLUMN_FAMILIES if f != "vector_log"):
-            for key, value in store.scan(family):
-                digest.update(family.encode() + b"\x00" + key + b"\x00" + value)
-    return digest.hexdigest()
+        return store.contents(exclude=BATCHING_FAMILIES)
 
 
 def _index_ids(data: Path) -> set[int]:
