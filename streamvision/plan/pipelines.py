@@ -29,6 +29,9 @@ FEATURIZERS: tuple[str, ...] = ("models", "histogram")
 EDGE_CPUS = 0.25
 #: CPUs one replica of the ``models`` chain (detector + featurizer) is sized for.
 MODEL_REPLICA_CPUS = 1.5
+#: CPUs the one tracker reserves beside several detector replicas (with one, it shares the
+#: detector's actor): it associates boxes, a few milliseconds a frame.
+TRACKER_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,14 @@ class IngestSizing:
         replicas: actors per featurizing step.
         step_cpus: CPUs per actor of each featurizing step (also its thread count).
         step_gpus: GPUs per actor of each model step (fractional: actors share a GPU).
+        tracker_cpus: CPUs of the tracker's own actor, or 0 where it is fused with the one
+            detector (or there is none).
     """
 
     replicas: int
     step_cpus: float
     step_gpus: float
+    tracker_cpus: float = 0.0
 
 
 def size_ingest(featurizer: Featurizer = "models", *, cpus: float = 2.0, gpus: float = 0.0,
@@ -53,15 +59,16 @@ def size_ingest(featurizer: Featurizer = "models", *, cpus: float = 2.0, gpus: f
     The source and the sink take :data:`EDGE_CPUS` each. With no ``replicas`` given, the
     ``models`` chain runs one replica per :data:`MODEL_REPLICA_CPUS` CPUs left (at least one)
     and the ``histogram`` chain, which has no model to load, one per CPU left. Each replica's
-    two model steps (detector, featurizer) split its share of CPUs and GPUs evenly; the
-    ``histogram`` chain's steps fuse into one actor, which takes the whole share.
+    two model steps (detector, featurizer) split its share of CPUs and GPUs evenly; the one
+    tracker shares the actor of a single detector and takes :data:`TRACKER_CPUS` beside
+    several; the ``histogram`` chain's steps fuse into one actor, which takes the whole share.
 
     >>> size_ingest(cpus=2)
-    IngestSizing(replicas=1, step_cpus=0.75, step_gpus=0.0)
+    IngestSizing(replicas=1, step_cpus=0.75, step_gpus=0.0, tracker_cpus=0.0)
     >>> size_ingest(cpus=16, gpus=1)
-    IngestSizing(replicas=10, step_cpus=0.775, step_gpus=0.05)
+    IngestSizing(replicas=10, step_cpus=0.7625, step_gpus=0.05, tracker_cpus=0.25)
     >>> size_ingest("histogram", cpus=2)
-    IngestSizing(replicas=1, step_cpus=1.5, step_gpus=0.0)
+    IngestSizing(replicas=1, step_cpus=1.5, step_gpus=0.0, tracker_cpus=0.0)
 
     Raises:
         ConfigError: an unknown featurizer, fewer than 1 CPU, negative GPUs or replicas < 1.
@@ -76,8 +83,9 @@ def size_ingest(featurizer: Featurizer = "models", *, cpus: float = 2.0, gpus: f
     if featurizer == "histogram":
         n = replicas or max(1, int(left))
         return IngestSizing(n, left / n, 0.0)
-    n = replicas or max(1, int(left // MODEL_REPLICA_CPUS))
-    return IngestSizing(n, left / (2 * n), gpus / (2 * n))
+    n = replicas or max(1, int((left - TRACKER_CPUS) // MODEL_REPLICA_CPUS))
+    tracker = TRACKER_CPUS if n > 1 else 0.0
+    return IngestSizing(n, (left - tracker) / (2 * n), gpus / (2 * n), tracker)
 
 
 def ingest_flow(source: Source, data: str | Path, *, featurizer: Featurizer = "models", replicas: int | None = None,
@@ -98,8 +106,8 @@ def ingest_flow(source: Source, data: str | Path, *, featurizer: Featurizer = "m
                         .then(registry.build("color_histogram", {}), replicas=n, num_cpus=size.step_cpus))
     else:
         stream = (stream.then(registry.build("nanodet", {"whole_frames": True}), replicas=n, max_batch=max_batch, **step)
-                        .then(registry.build("tracker", {}), replicas=1, num_cpus=size.step_cpus if n == 1 else 0.0,
-                              num_gpus=size.step_gpus if n == 1 else 0.0, max_batch=max_batch)
+                        .then(registry.build("tracker", {}), replicas=1, max_batch=max_batch,  # n == 1: fused
+                              num_cpus=size.tracker_cpus or size.step_cpus, num_gpus=0.0 if n > 1 else size.step_gpus)
                         .then(registry.build("efficientnet_lite0", {}), replicas=n, max_batch=4 * max_batch, **step))
     stream.sink(StoreSink(data=str(data)), num_cpus=EDGE_CPUS)
     return flow

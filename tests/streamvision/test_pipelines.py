@@ -23,7 +23,7 @@ def test_the_graph_reserves_the_whole_budget_and_no_more(featurizer, cpus, gpus)
 
 
 def test_replicas_grow_with_the_cpus():
-    assert [size_ingest(cpus=c).replicas for c in (2, 4, 8, 16, 64)] == [1, 2, 5, 10, 42]
+    assert [size_ingest(cpus=c).replicas for c in (2, 4, 8, 16, 64)] == [1, 2, 4, 10, 42]
     assert [size_ingest("histogram", cpus=c).replicas for c in (2, 4, 16)] == [1, 3, 15]
     assert size_ingest(cpus=16, replicas=3).replicas == 3
 
@@ -39,6 +39,7 @@ def test_gpu_shares_go_to_the_model_steps_only():
     assert detector.num_gpus == featurizer.num_gpus == pytest.approx(1 / 20)  # 10 replicas x 2 model steps
     assert detector.replicas == featurizer.replicas == 10
     assert source.num_gpus == tracker.num_gpus == sink.num_gpus == 0.0  # one tracker beside ten replicas
+    assert tracker.num_cpus == pytest.approx(0.25) and tracker.replicas == 1
 
 
 @pytest.mark.parametrize("budget", [{"cpus": 0.5}, {"cpus": 2, "gpus": -1}, {"cpus": 2, "replicas": 0}])
