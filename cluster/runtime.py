@@ -26,7 +26,7 @@ import logging
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -135,6 +135,20 @@ class _Source:
         self.done = [False] * len(actors)
         self.turn = 0
         self.sinks: list[str] = []  # the sinks downstream of it, whose offsets it resumes from
+
+
+def call_order(outstanding: Counter, replicas: int, turn: int) -> list[int]:
+    """The order in which a source's replicas are offered a ``next`` call: fewest calls out
+    first, ties from ``turn`` on (which moves by one each round). A replica whose call is out
+    (a long poll of its idle partitions) thus never takes the last slot before one that has
+    just answered, which would then wait, its partitions unread, for as long as the other polls.
+
+    >>> call_order(Counter({0: 1}), 2, turn=0)
+    [1, 0]
+    >>> call_order(Counter(), 3, turn=1)
+    [1, 2, 0]
+    """
+    return sorted(range(replicas), key=lambda i: (outstanding[i], (i - turn) % replicas))
 
 
 def _actor_options(node: Node) -> dict[str, Any]:
@@ -255,18 +269,20 @@ class _Driver:
             return
         for src in self.sources:
             children = self._children(src.node.id)
-            per_actor = max(1, src.node.resources.capacity // len(src.actors))
-            for _ in range(len(src.actors)):
-                i = src.turn
-                src.turn = (src.turn + 1) % len(src.actors)
+            n = len(src.actors)
+            per_actor = max(1, src.node.resources.capacity // n)
+            outstanding = Counter(a for a, _ in src.pending.values())
+            order = call_order(outstanding, n, src.turn)
+            src.turn = (src.turn + 1) % n
+            for i in order:
                 if src.done[i]:
                     continue
-                outstanding = sum(1 for a, _ in src.pending.values() if a == i)
                 queued = sum(len(c.queue) for c in children) + len(src.pending)
-                if outstanding >= per_actor or queued >= min(c.capacity for c in children):
+                if outstanding[i] >= per_actor or queued >= min(c.capacity for c in children):
                     continue
                 status, batch = src.actors[i].next.remote()
                 src.pending[status] = (i, batch)
+                outstanding[i] += 1
 
     def _dispatch(self, now: float) -> None:
         for pool in [*self.pools.values(), *self.sinks.values()]:
