@@ -135,11 +135,12 @@ def _actor_rss() -> dict[str, float]:
     return out
 
 
-def query_client(url: str, collection: str, vectors: np.ndarray, done: Any, results: Any) -> None:
-    """A client process: top-10 queries with real frame vectors, five a second, until ``done``;
-    puts ``[(monotonic time, ms)]`` on ``results``."""
+def query_client(url: str, collection: str, vectors: np.ndarray, go: Any, done: Any, results: Any) -> None:
+    """A client process: from ``go`` until ``done``, top-10 queries with real frame vectors, five
+    a second; puts ``[(monotonic time, ms)]`` on ``results``."""
     rng = np.random.default_rng(1)
     latencies = []
+    go.wait()
     with ServiceClient(url, collection=collection) as client:
         while not done.is_set():
             q = vectors[int(rng.integers(len(vectors)))]
@@ -208,17 +209,25 @@ class Live:
                 if self.done.is_set() and time.monotonic() - self.start > self.duration + 60:
                     break  # frames never answered stay pending (reported as unanswered)
 
-    def query(self) -> None:
-        """Top-10 queries in their own process (:func:`query_client`), so that the client's
-        latency is not the wait for this process's GIL (prober, producer, pipeline driver)."""
+    def start_querier(self) -> Any:
+        """Start the top-10 querier in a process of its own (:func:`query_client`), so that the
+        client's latency is not the wait for this process's GIL (prober, producer, pipeline
+        driver); it imports while the pipeline starts, and asks once the cameras do."""
         ctx = multiprocessing.get_context("spawn")
-        done, results = ctx.Event(), ctx.Queue()
-        client = ctx.Process(target=query_client, args=(self.url, self.data.name, self.vectors, done, results))
+        go, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
+        client = ctx.Process(target=query_client, args=(self.url, self.data.name, self.vectors, go, done, results))
         client.start()
+        return client, go, done, results
+
+    def query(self, querier: Any) -> None:
+        """Let the querier ask from the phase's start to its end; collect its latencies."""
+        client, go, done, results = querier
+        while not self.start:
+            time.sleep(0.01)
+        go.set()
         self.done.wait()
         done.set()
-        started = self.start
-        self.queries = [(t - started, ms) for t, ms in results.get(timeout=60)]
+        self.queries = [(t - self.start, ms) for t, ms in results.get(timeout=60)]
         client.join(30)
 
     def sample_rss(self) -> None:
@@ -234,15 +243,19 @@ class Live:
         pipeline = threading.Thread(target=lambda: streamvision.run(
             _flow(self.servers, "live", self.data, "g-live", until_end=False), stop_after_s=self.duration + 25))
         pipeline.start()
-        time.sleep(8.0)  # actors up and the consumer group formed before the clock starts
+        querier = self.start_querier()
+        time.sleep(8.0)  # actors up, the consumer group formed and the querier ready before the clock starts
         producer = threading.Thread(target=self.produce)
-        helpers = [threading.Thread(target=f, daemon=True) for f in (self.probe, self.query, self.sample_rss)]
+        helpers = [threading.Thread(target=self.probe, daemon=True),
+                   threading.Thread(target=self.query, args=(querier,), daemon=True),
+                   threading.Thread(target=self.sample_rss, daemon=True)]
         producer.start()
         for thread in helpers:
             thread.start()
         producer.join()
         self.done.set()
-        helpers[0].join(90)
+        for thread in helpers[:2]:  # the prober's last answers, the querier's latencies
+            thread.join(90)
         pipeline.join(120)
         return {"sent": self.sent, "unanswered": len(self.pending)}
 
