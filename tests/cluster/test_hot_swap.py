@@ -95,13 +95,25 @@ def _frames_by_model(data: Path) -> list[tuple[int, str]]:
         return sorted((m["frame_no"], m["model"]) for m in store.patches(list(store.row_ids())))
 
 
+def _paced_store_sink(data: Path, delay_s: float) -> StoreSink:
+    """A store sink that takes at least ``delay_s`` per batch: the stream outlasts the deploy
+    commands sent while it runs (a stream that ended first would have no pipeline to swap)."""
+
+    class PacedStoreSink(StoreSink):
+        def write(self, batch: Any) -> Any:
+            time.sleep(delay_s)
+            return super().write(batch)
+
+    return PacedStoreSink(data=str(data))
+
+
 def test_swap_and_rollback_mid_stream_process_every_frame_once(heads, vtest_path, tmp_path):
     _, (first, second) = heads
     v1, v2 = model_version(first), model_version(second)
     out = tmp_path / "out"
     flow = Dataflow("swap-cam")
     _features(flow, vtest_path, SECONDS).then(MopClassifier(model=str(first)), num_cpus=0.25) \
-        .sink(StoreSink(data=str(out)), num_cpus=0.25)
+        .sink(_paced_store_sink(out, 0.15), num_cpus=0.25)  # 30 batches of 4: at least 4.5 s
     thread, state = _run_in_thread(flow)
     _wait_written(state, 24)
     swapped = hot_swap.deploy("swap-cam", "mop_classifier", {"model": str(second)})
