@@ -9,6 +9,12 @@ so a van's box never continues a walker's track), maps the library's ids to the 
 own track ids, and writes them as the ``track_id`` column (``None`` for a detection no track
 has confirmed). Whole-frame patches (label ``""``) pass untouched.
 
+People walking together overlap each other's boxes about equally, and boxes alone swap their
+identities; so among the pairs C-BIoU's gates let through, people's boxes are assigned by
+overlap ranked by clothing colours (:mod:`operators.tracking.association`). A new track gets
+an id only once at least :data:`NEW_MIN_UNCOVERED` of its box lies outside the boxes of the
+tracks already in its frame: a detector's box across two walkers is not a third person.
+
 Frames are fed to a camera's tracker in capture-time order. A frame older than the last one
 the camera's tracker saw (a batch a replica finished late) does not move the tracker back:
 its boxes take the id of the track whose recent box overlaps them most.
@@ -45,6 +51,7 @@ from operators.base import Operator, OperatorContext
 from operators.index.sharded import STORE_DIRNAME
 from operators.models.nms import iou_matrix
 from operators.tracking.appearance import signature, similarity
+from operators.tracking.association import appearance_cbiou
 from operators.stores.lineage_store import LineageStore
 from operators.stores.tracks import StoredBox, recent_boxes
 from streamvision.core.errors import ConfigError
@@ -55,6 +62,9 @@ from streamvision.core.types import PatchType, StreamType
 VEHICLES = frozenset({"car", "truck", "bus", "motorcycle", "bicycle", "train"})
 #: Labels tracked by default: the objects video analytics counts.
 DEFAULT_LABELS = ("person", *sorted(VEHICLES))
+#: Class groups whose clothing colours rank C-BIoU's matches: a vehicle's colours (grey, dark,
+#: cut at the frame's edge) tell one parked car from another less well than its box does.
+DRESSED = frozenset({"person"})
 #: Tracking methods: option value -> the ``trackers`` class.
 METHODS = {"cbiou": "CBIoUTracker", "bytetrack": "ByteTrackTracker"}
 #: Seconds of a late frame's camera history kept to match it against.
@@ -74,6 +84,9 @@ RELINK_MARGIN = 0.05
 #: view: it is not re-linked (someone else walks in there). The frame's size per camera is the
 #: extent of every box seen (boxes are clipped to the frame; whole-frame patches give it exactly).
 RELINK_EDGE = 0.01
+#: Least share of a new track's box outside the boxes of the tracks already in its frame for it
+#: to get an id: a detector's box across two people walking together is not a third person.
+NEW_MIN_UNCOVERED = 0.3
 #: Weight of the newest box in a track's running signature and velocity.
 SMOOTHING = 0.3
 
@@ -109,6 +122,9 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         method: ``"cbiou"`` (default) or ``"bytetrack"``.
         buffer: C-BIoU's box widening of its first matching stage (a fraction of the box's
             size; the second stage widens by ``buffer + 0.2``).
+        appearance: how sharply clothing colours rank the people's boxes C-BIoU's gates let
+            through (the exponent of their similarity, :mod:`operators.tracking.association`;
+            ``0``: boxes alone, as ByteTrack and the other class groups always do).
         lost_seconds: how long a track missing from view is kept to be found again.
         activation_score: lowest score that starts a new track.
         high_score: scores at least this are matched first (the first stage); lower
@@ -135,7 +151,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
     stateful = True
 
     def __init__(self, *, labels: Sequence[str] = DEFAULT_LABELS, method: str = "cbiou", buffer: float = 0.5,
-                 lost_seconds: float = 2.0,
+                 appearance: float = 20.0, lost_seconds: float = 2.0,
                  activation_score: float = 0.4, high_score: float = 0.5, min_iou: float = 0.1,
                  min_frames: int = 2, fps: float = 10.0, restore_seconds: float = 5.0,
                  relink_seconds: float = 4.0, relink_similarity: float = 0.85, by_class: bool = True,
@@ -152,6 +168,8 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
             raise ConfigError(f"tracker: method must be one of {sorted(METHODS)}, got {method!r}")
         if not 0.0 <= buffer <= 2.0:
             raise ConfigError(f"tracker: buffer must be in [0, 2], got {buffer}")
+        if not 0.0 <= appearance <= 100.0:
+            raise ConfigError(f"tracker: appearance must be in [0, 100], got {appearance}")
         if int(min_frames) < 1 or restore_seconds < 0 or relink_seconds < 0:
             raise ConfigError("tracker: min_frames must be >= 1, restore_seconds and relink_seconds >= 0")
         if not 0.0 <= relink_similarity <= 1.0:
@@ -159,6 +177,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         self.labels = frozenset(labels)
         self.method = method
         self.buffer = float(buffer)
+        self.appearance = float(appearance)
         self.lost_seconds = float(lost_seconds)
         self.activation_score = float(activation_score)
         self.high_score = float(high_score)
@@ -185,7 +204,7 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
 
     def with_state(self, data: str) -> "ObjectTracker":
         """The same tracker, restoring from the store of collection ``data``."""
-        opts = {k: getattr(self, k) for k in ("method", "buffer", "lost_seconds", "activation_score", "high_score", "min_iou",
+        opts = {k: getattr(self, k) for k in ("method", "buffer", "appearance", "lost_seconds", "activation_score", "high_score", "min_iou",
                                               "min_frames", "fps", "restore_seconds", "relink_seconds",
                                               "relink_similarity", "by_class")}
         return ObjectTracker(labels=sorted(self.labels), state=data, **opts)
@@ -209,8 +228,9 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
                           track_activation_threshold=self.activation_score,
                           minimum_consecutive_frames=self.min_frames, high_conf_det_threshold=self.high_score)
             if self.method == "cbiou":
-                tracker = _library(self.method)(**common, minimum_iou_threshold_first_assoc=self.min_iou,
-                                                buffer_ratio_first=self.buffer, buffer_ratio_second=self.buffer + 0.2)
+                power = self.appearance if group in DRESSED else 0.0
+                tracker = appearance_cbiou()(**common, power=power, minimum_iou_threshold_first_assoc=self.min_iou,
+                                             buffer_ratio_first=self.buffer, buffer_ratio_second=self.buffer + 0.2)
             else:
                 tracker = _library(self.method)(**common, minimum_iou_threshold=self.min_iou)
             self._lanes[key] = _Lane(camera, tracker)
@@ -251,8 +271,10 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
         ids, ``looks`` are the boxes' appearance signatures (``None``: no pixels)."""
         import supervision as sv
 
-        detections = sv.Detections(xyxy=boxes.reshape(-1, 4), confidence=scores,
-                                   data={"row": np.arange(len(boxes))})
+        data = {"row": np.arange(len(boxes))}
+        if looks is not None:
+            data["look"] = np.stack(looks) if len(looks) else np.zeros((0, 0), np.float32)
+        detections = sv.Detections(xyxy=boxes.reshape(-1, 4), confidence=scores, data=data)
         tracked = lane.tracker.update(detections, timestamp=ts)
         out: list[int | None] = [None] * len(boxes)
         fresh: list[tuple[int, int]] = []  # (row, library id) of tracks without an id yet
@@ -266,6 +288,9 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
                 out[row] = self._bind(lane, theirs, known[row])
             else:
                 fresh.append((row, theirs))
+        held = [row for row, tid in enumerate(out) if tid is not None]
+        fresh = [(row, theirs) for row, theirs in fresh
+                 if _uncovered(boxes[row], boxes[held]) >= NEW_MIN_UNCOVERED]
         taken = {tid for tid in out if tid is not None}
         for row, tid in self._relink(lane, ts, boxes, looks, [r for r, _ in fresh], taken).items():
             out[row] = tid
@@ -400,6 +425,19 @@ class ObjectTracker(Operator[PatchBatch, PatchBatch]):
 
 def _centre(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
+
+
+def _uncovered(box: np.ndarray, others: np.ndarray, grid: int = 16) -> float:
+    """The share of ``box`` outside every box of ``others`` (``(m, 4)``), on a ``grid`` x ``grid``
+    sample of its area."""
+    if not len(others):
+        return 1.0
+    xs = np.linspace(box[0], box[2], grid)
+    ys = np.linspace(box[1], box[3], grid)
+    px, py = (a.ravel() for a in np.meshgrid(xs, ys))
+    inside = ((px[:, None] >= others[:, 0]) & (px[:, None] <= others[:, 2])
+              & (py[:, None] >= others[:, 1]) & (py[:, None] <= others[:, 3]))
+    return float(1.0 - inside.any(axis=1).mean())
 
 
 def _at_edge(box: np.ndarray, extent: np.ndarray) -> bool:

@@ -114,11 +114,12 @@ def test_a_walker_hidden_for_3_5_s_comes_back_with_the_same_id(detections, metho
     """A walker's boxes removed for 35 frames (longer than the tracker keeps a lost track):
     the tracker re-links the new track by place, speed and colours to the old id; with
     re-linking off the walker comes back under a new id."""
-    tracked = _ids(_track(detections, ObjectTracker(method=method)))
+    first = _track(detections, ObjectTracker(method=method))
+    tracked = _ids(first)
     frames_of: dict[int, list[int]] = defaultdict(list)
-    for (frame, _), tid in tracked.items():
-        if tid is not None:
-            frames_of[tid].append(frame)
+    for box in _boxes(first):
+        if box.group == "person":
+            frames_of[box.ident].append(box.frame)
     walker = max((t for t, fs in frames_of.items() if min(fs) <= 10 and max(fs) >= 70),
                  key=lambda t: len(frames_of[t]))
     gap = range(25, 60)
@@ -257,7 +258,7 @@ def test_the_plan_runs_one_tracker_and_gives_it_the_sink_store(tmp_path, vtest_p
 @pytest.mark.parametrize("options, message", [
     ({"labels": []}, "labels"), ({"lost_seconds": 0}, "lost_seconds"), ({"high_score": 1.5}, "high_score"),
     ({"min_frames": 0}, "min_frames"), ({"method": "deepsort"}, "method"), ({"relink_seconds": -1}, "relink_seconds"),
-    ({"relink_similarity": 2}, "relink_similarity"),
+    ({"relink_similarity": 2}, "relink_similarity"), ({"appearance": -1}, "appearance"),
 ])
 def test_bad_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
