@@ -49,3 +49,8 @@ def signature(crop: np.ndarray) -> np.ndarray:
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Bhattacharyya coefficient of two signatures, averaged over the two halves (0..1)."""
     return float(np.sqrt(a * b).sum() / 2.0)
+
+
+def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`similarity` of every row of ``a`` (``(m, s)``) with every row of ``b`` (``(n, s)``): ``(m, n)``."""
+    return np.sqrt(np.maximum(a, 0.0)) @ np.sqrt(np.maximum(b, 0.0)).T / 2.0

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from operators.models.nms import iou_matrix
-from operators.tracking.appearance import similarity
+from operators.tracking.appearance import similarities
 
 #: Weight of the newest box in a track's running signature.
 LOOK_SMOOTHING = 0.3
@@ -95,14 +95,12 @@ def appearance_cbiou() -> type:
             overlap = super()._biou_matrix(tracklets, boxes, iou, tracklet_boxes_by_id)
             ranking = np.ones_like(overlap)
             if overlap.size and self._frame_looks:
-                for j, box in enumerate(np.asarray(boxes, np.float64)):
-                    look = self._frame_looks.get(_key(box))
-                    if look is None:
-                        continue
-                    for i, track in enumerate(tracklets):
-                        theirs = self._looks.get(id(track))
-                        if theirs is not None:
-                            ranking[i, j] = similarity(look, theirs) ** self.power
+                cols = [(j, self._frame_looks.get(_key(box))) for j, box in enumerate(np.asarray(boxes, np.float64))]
+                cols = [(j, look) for j, look in cols if look is not None]
+                rows = [(i, self._looks[id(t)]) for i, t in enumerate(tracklets) if id(t) in self._looks]
+                if cols and rows:
+                    alike = similarities(np.stack([look for _, look in rows]), np.stack([look for _, look in cols]))
+                    ranking[np.ix_([i for i, _ in rows], [j for j, _ in cols])] = alike ** self.power
             self._ranking = ranking
             return overlap
 
