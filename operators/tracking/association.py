@@ -66,7 +66,8 @@ def appearance_cbiou() -> type:
             before = {id(t) for t in self.tracks}
             result = super().update(detections, frame=frame, timestamp=timestamp)
             self._ranking = None
-            self._looks = {k: v for k, v in self._looks.items() if k in {id(t) for t in self.tracks}}
+            alive = {id(t) for t in self.tracks}
+            self._looks = {k: v for k, v in self._looks.items() if k in alive}
             if looks is not None and len(boxes):
                 self._remember(boxes, looks, before)
             return result
