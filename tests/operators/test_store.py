@@ -85,7 +85,8 @@ def test_sink_indexes_tracks_offsets_and_recovers_the_index(tmp_path, vectors_ba
     sink.write(vectors_batch)
     assert sink.last_offsets == {("cam", 0): 10}
     sink.write(vectors_batch)  # a replay changes nothing but takes a new position
-    assert sink.last_offsets == {}  # nothing newer completed
+    assert sink.last_offsets == {("cam", 0): 10}  # the watermark acked again, nothing newer completed
+    assert sink.committed_offsets() == {("cam", 0): 10}
     assert sink.stats() == {"written": 20, "vectors": 20, "position": 2, "indexed": 10, "segments": 0,
                             "segments_failed": 0}
     sink.close()
