@@ -213,19 +213,9 @@ class CollectionWriter:
         if vectors is not None:
             self._apply(batch.ids, vectors)
         self.written += written
-        return {"written": written, "offsets": {**self._already_durable(batch), **offsets},
+        ranges = batch.meta.get("offset_ranges", [])
+        return {"written": written, "offsets": {**self.tracker.durable(ranges), **offsets},  # type: ignore[arg-type]
                 "position": self.store.position}
-
-    def _already_durable(self, batch: PatchBatch) -> dict[tuple[str, int], int]:
-        """The watermark of each partition the batch holds only durable ranges of: a retried write
-        (its first ack lost with a killed sink) acks them again, or the run never learns they are done."""
-        marks = self.tracker.watermarks
-        out: dict[tuple[str, int], int] = {}
-        for entry in batch.meta.get("offset_ranges", []):  # type: ignore[union-attr]
-            key = (str(entry[0]), int(entry[1]))
-            if key in marks and int(entry[3]) < marks[key]:
-                out[key] = marks[key]
-        return out
 
     def import_vectors(self, ids: np.ndarray, vectors: np.ndarray, metas: list[dict[str, Any]] | None = None) -> int:
         """Store embeddings that have no frame behind them (bulk import), then index them.

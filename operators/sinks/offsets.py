@@ -78,6 +78,16 @@ class OffsetTracker:
         self._changed.clear()
         return out
 
+    def durable(self, ranges: Sequence[Sequence[object]]) -> dict[PartitionKey, int]:
+        """The watermark of each partition that ``ranges`` hold already-durable messages of (a
+        retried write, whose first ack was lost, acks them again)."""
+        out: dict[PartitionKey, int] = {}
+        for entry in ranges:
+            key = (str(entry[0]), int(entry[1]))  # type: ignore[call-overload]
+            if key in self._next and int(entry[3]) < self._next[key]:  # type: ignore[call-overload]
+                out[key] = self._next[key]
+        return out
+
     @property
     def watermarks(self) -> dict[PartitionKey, int]:
         """Current ``(topic, partition) -> next offset`` for every partition seen."""
