@@ -27,6 +27,10 @@ Builder = Callable[[tuple[int, ...], int], nn.Module]
 class SmallCNN(nn.Module):
     """Conv-ReLU-MaxPool blocks, then a hidden layer and the class logits.
 
+    Weights and activations are kept channels-last (NHWC): oneDNN's convolutions and max
+    pooling over few channels run about twice as fast on CPU that way (and cuDNN's fp16 ones
+    on tensor cores); the values are the same as in the default layout, up to summation order.
+
     Args:
         input_shape: ``(h, w)`` of the grayscale input.
         num_classes: number of output logits.
@@ -43,12 +47,13 @@ class SmallCNN(nn.Module):
             c_in, h, w = c_out, h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a ``(n, h, w)`` or ``(n, 1, h, w)`` float batch."""
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 def _cnn(channels: tuple[int, ...], hidden: int) -> Builder:
