@@ -82,10 +82,13 @@ class Segmenter:
         self._jobs.put((camera, list(run)))
 
     def _work(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only (Linux)
+        try:  # this thread only (Linux): it runs when nothing else wants the CPU
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
         except (AttributeError, OSError):
-            pass
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except (AttributeError, OSError):
+                pass
         while (job := self._jobs.get()) is not None:
             try:
                 self.compact(*job)
