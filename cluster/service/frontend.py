@@ -53,6 +53,7 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 
 from cluster.service import labels
+from cluster.service.ingress import LOOPBACK, internal_grpc_on
 from cluster.service.shards import ActorShards
 from cluster.service.web import STATIC
 from cluster.service.web import documents as web_documents
@@ -130,9 +131,14 @@ class QueryFrontend:
         token: bearer token every route but ``/v1/health`` requires, or ``None``.
         kafka: bootstrap servers of the brokers the pipelines read, for the live page's lag and
             dead letters (``None``: the page shows the offsets done only).
+        host: the interface the service binds; on loopback, Serve's internal gRPC server of this
+            replica binds loopback too (:func:`~cluster.service.ingress.internal_grpc_on`).
     """
 
-    def __init__(self, collections: dict[str, str], token: str | None, kafka: str | None = None) -> None:
+    def __init__(self, collections: dict[str, str], token: str | None, kafka: str | None = None,
+                 host: str | None = None) -> None:
+        if host == LOOPBACK:
+            internal_grpc_on(host)
         self.collections = _Collections(collections)
         self.token = token
         self.kafka = KafkaSettings(kafka) if kafka else None

@@ -23,7 +23,8 @@ from ray import serve
 
 from cluster.local import ensure_ray
 from cluster.service import names
-from cluster.service.frontend import QueryFrontend
+from cluster.service.frontend import FRONTEND_CPUS, QueryFrontend
+from cluster.service.ingress import LOOPBACK, check_port_free, direct_ingress_env, fallback_proxy_port
 from cluster.service.shards import ActorShards
 from cluster.service.writer import launch_writer, wait_ready
 from operators.sinks.collection_writer import read_manifest
@@ -32,7 +33,6 @@ from streamvision.core.errors import ConfigError
 APP_NAME = "streamvision"
 #: The name Ray Serve gives its controller actor (in the ``serve`` namespace).
 SERVE_CONTROLLER = "SERVE_CONTROLLER_ACTOR"
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -105,21 +105,29 @@ def _refuse_a_second_service() -> None:
 
 def _start_front_end(collections: dict[str, Path], host: str, port: int, token: str | None,
                      kafka: str | None = None) -> None:
-    """Serve's controller and HTTP proxy, and the front end's replica.
+    """Serve's controller, its fallback proxy and the front end's replica, which answers HTTP on
+    ``port`` itself (:mod:`cluster.service.ingress`), or through the proxy on ``port`` when a
+    Serve controller already ran on the cluster (its ingress is its own).
 
     ``serve.start`` returns only once the proxy is up; the replica is deployed as soon as the
     controller exists instead, so that the two start together (on 2 cores, 1.5-2 s of a cold
-    start). ``serve.run`` then attaches to that controller, with its HTTP options."""
+    start). ``serve.run`` then attaches to that controller."""
+    args = ({n: str(p) for n, p in collections.items()}, token, kafka, host)
+    if _serve_running():  # checks that its proxy listens where asked
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(QueryFrontend.bind(*args), name=APP_NAME, route_prefix="/", blocking=False)
+        return
+    env = {"env_vars": direct_ingress_env(port)}
     with ThreadPoolExecutor(1) as pool:
-        started = pool.submit(serve.start, http_options={"host": host, "port": port},
-                              logging_config={"enable_access_log": False}, detached=False)
+        started = pool.submit(serve.start, http_options={"host": host, "port": fallback_proxy_port(host)},
+                              logging_config={"enable_access_log": False}, controller_options={"runtime_env": env})
         while not _serve_running():
             if started.done():
                 started.result()  # raises why Serve did not start
                 break
             time.sleep(0.02)
-        serve.run(QueryFrontend.bind({n: str(p) for n, p in collections.items()}, token, kafka),
-                  name=APP_NAME, route_prefix="/", blocking=False)
+        frontend = QueryFrontend.options(ray_actor_options={"num_cpus": FRONTEND_CPUS, "runtime_env": env})
+        serve.run(frontend.bind(*args), name=APP_NAME, route_prefix="/", blocking=False)
         started.result()
 
 
@@ -145,14 +153,16 @@ def start_service(
         kafka: bootstrap servers the pipelines read from, for the web page's lag and dead letters.
 
     Raises:
-        ConfigError: bound beyond loopback without a token, a directory already served or
-            unreadable.
+        ConfigError: bound beyond loopback without a token, a port already taken, a directory
+            already served or unreadable.
     """
     if host != LOOPBACK and not token:
         raise ConfigError(f"binding to {host} exposes the API beyond this machine: give --token (or bind 127.0.0.1)")
     collections = _collections(data_dirs)
     ensure_ray(address)
     _refuse_a_second_service()
+    if not _serve_running():  # the front end will bind the port itself
+        check_port_free(host, port)
     service = LiveService(collections, url=f"http://{LOOPBACK if host == LOOPBACK else host}:{port}")
     try:
         _launch(service, host, port, token, writer_options or {}, kafka)

@@ -1,11 +1,13 @@
-"""A local Ray started the project's way (``cluster.local.ensure_ray``) listens on 127.0.0.1 only.
+"""A local Ray started the project's way (``cluster.local.ensure_ray``) listens on 127.0.0.1 only,
+and so does the live service on it.
 
 The Ray runs in a fresh Python process (the test session may already hold an in-process Ray from
 the ``ray_cluster`` fixture): it starts Ray, starts a task worker and an actor, has a second
 driver join through the loopback address (what ``streamvision run`` does with a served Ray's
-recorded address), then prints the listening TCP sockets of itself and of every process under
-it (GCS, raylet, dashboard head, dashboard and runtime-env agents, autoscaler monitor, workers)
-as JSON.
+recorded address), starts ``streamvision serve``'s service (Serve's controller, its fallback
+proxy, the front end's replica with its own HTTP server and Serve's internal gRPC server, a
+writer), then prints the listening TCP sockets of itself and of every process under it (GCS,
+raylet, dashboard head, dashboard and runtime-env agents, autoscaler monitor, workers) as JSON.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ EXCEPTIONS: dict[str, str] = {}
 #: The servers a local start runs, each of which must be seen listening (so an empty or partial
 #: scan cannot pass).
 EXPECTED = {"driver", "gcs_server", "raylet", "monitor.py", "dashboard.py", "ray::DashboardAgent",
-            "ray::RuntimeEnvAgent", "ray::Echo"}
+            "ray::RuntimeEnvAgent", "ray::Echo", "ray::ServeController", "ray::ProxyActor",
+            "ray::ServeReplica:streamvision:QueryFrontend", "ray::WriterActor"}
 
 PROBE = f"EXPECTED = {sorted(EXPECTED)!r}\n" + r"""
 EXPECTED = set(EXPECTED)
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys, tempfile, time
 import psutil, ray
 from cluster.local import ensure_ray
+from cluster.service.server import start_service
 
 ensure_ray(num_cpus=1)
 
@@ -59,9 +63,10 @@ joined = subprocess.run(
      "import sys, ray; from cluster.local import ensure_ray; ensure_ray(sys.argv[1]);"
      "print(ray.get(ray.remote(lambda: 42).remote()))", ray.get_runtime_context().gcs_address],
     capture_output=True, text=True, timeout=120)
-def kind(process):  # ray::<worker or agent>, or the binary / Python script it runs (gcs_server, monitor.py)
+service = start_service([os.path.join(tempfile.mkdtemp(), "cams")], port=int(sys.argv[1]))
+def kind(process):  # ray::<worker or agent> (less the method it runs), or the binary / Python script it runs
     if process.name().startswith("ray::"):
-        return process.name()
+        return process.name().split(".")[0]
     cmd = process.cmdline()
     return os.path.basename(next((arg for arg in cmd[1:] if arg.endswith(".py")), cmd[0]))
 
@@ -87,6 +92,7 @@ while True:
 print("LISTENERS " + json.dumps({"gcs_address": ray.get_runtime_context().gcs_address,
                                   "joined": joined.stdout.strip().splitlines()[-1:] or [joined.stderr[-2000:]],
                                   "listeners": listeners}))
+service.stop()
 ray.shutdown()
 """
 
@@ -110,7 +116,8 @@ def probe() -> dict:
     # the autoscaler monitor and the dashboard export metrics on fixed ports (44217, 44227), which
     # the test session's own Ray (the ray_cluster fixture) may hold: give this Ray free ones
     env["AUTOSCALER_METRIC_PORT"], env["DASHBOARD_METRIC_PORT"] = (str(_free_port()) for _ in range(2))
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE, str(_free_port())], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("LISTENERS ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("LISTENERS "))

@@ -1,5 +1,6 @@
-"""The live service under failure: kill -9 of a shard actor and of the writer mid-stream, then a
-whole restart, on the real parts; every run ends with the answers of an uninterrupted one.
+"""The live service under failure: kill -9 of a shard actor, of the writer and of the HTTP front end
+mid-stream, then a whole restart, on the real parts; every run ends with the answers of an
+uninterrupted one.
 
 Its own module: one service runs per Ray cluster, and this test starts and stops its own.
 """
@@ -8,15 +9,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
+import psutil
 import pytest
 
 import streamvision
 from cluster.service import names
 from cluster.service.writer import find_writer
-from streamvision.core.errors import InputError
+from streamvision.core.errors import ConfigError, InputError
 from tests.cluster.test_service import _answers, _client, _flow, _free_port, _queries, _start
 from tests.cluster.test_service import images, reference, topics  # noqa: F401  (module fixtures)
 
@@ -29,12 +32,38 @@ def _kill_minus_9(actor) -> None:
     os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
 
 
-def test_kill_a_shard_and_the_writer_mid_stream_then_restart_the_service(ray_cluster, broker, topics, reference,
-                                                                         tmp_path):
+def _front_end_pid() -> int:
+    """The process of the front end's Serve replica (it answers HTTP itself: direct ingress)."""
+    found = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"].startswith("ray::ServeReplica:streamvision")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _answers_again(port: int, within_s: float) -> float:
+    """Seconds until the service on ``port`` answers a query again."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        try:
+            with _client(port) as client:
+                client.stats()
+                return time.monotonic() - started
+        except Exception:  # noqa: BLE001 - refused, or a 5xx while Serve restarts the replica
+            time.sleep(0.2)
+    raise AssertionError(f"the service on port {port} did not answer again within {within_s}s")
+
+
+def test_kill_a_shard_the_writer_and_the_front_end_mid_stream_then_restart_the_service(
+        ray_cluster, broker, topics, reference, tmp_path):
     import ray
 
     data = tmp_path / "chaos"
     port = _free_port()
+    with socket.socket() as taken:  # a port something else listens on is refused before anything starts
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+            _start(data, port)
+    assert names.read_record(data) is None
     service = _start(data, port)
     expected = _answers(streamvision.connect(reference), _queries(reference))
     try:
@@ -53,6 +82,8 @@ def test_kill_a_shard_and_the_writer_mid_stream_then_restart_the_service(ray_clu
             _kill_minus_9(shard)
             time.sleep(1.0)
             _kill_minus_9(find_writer(data))
+            os.kill(_front_end_pid(), signal.SIGKILL)  # Serve restarts it on the same port
+            assert _answers_again(port, within_s=120) >= 0
             runner.join(timeout=300)
             assert not runner.is_alive()
         streamvision.run(_flow(broker, topics[1], data, "chaos"))
