@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import typer
@@ -29,9 +29,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.service import names
-from streamvision.api.client import ServiceClient
-from streamvision.api.query import Collection, Queries
 from streamvision.core.errors import InputError
+
+if TYPE_CHECKING:
+    from streamvision.api.query import Queries
 
 app = typer.Typer(help="Ask a collection: similar, threshold, near-duplicates, join, stats.", no_args_is_help=True)
 
@@ -57,6 +58,9 @@ def open_target(data: Optional[Path], service: Optional[str], token: Optional[st
     Raises:
         InputError: neither or both given.
     """
+    from streamvision.api.client import ServiceClient  # the clients import their engines: only when asked
+    from streamvision.api.query import Collection
+
     if (data is None) == (service is None):
         raise InputError("give either --data DIR or --service URL")
     if service is not None:

@@ -15,9 +15,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cluster.local import ensure_ray
-from cluster.service.server import LOOPBACK, start_service
-from streamvision.api.importer import import_embeddings
+from cluster.service.ingress import LOOPBACK
 
 console = Console(stderr=True)
 
@@ -36,6 +34,9 @@ def serve(
 ) -> None:
     """Serve collections until SIGTERM or Ctrl-C: shard actors, one writer each, and an HTTP JSON API."""
     started = time.monotonic()
+    from cluster.local import ensure_ray
+    from cluster.service.server import start_service
+
     ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
     service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
@@ -65,6 +66,8 @@ def import_(
     shards: int = typer.Option(2, "--shards", help="Index shards of a new collection."),
 ) -> None:
     """Bulk-import existing embeddings into a collection (stored, indexed, queryable)."""
+    from streamvision.api.importer import import_embeddings
+
     started = time.monotonic()
     total = import_embeddings(file, data, normalize=normalize, first_id=first_id, index_factory=index_factory,
                               shards=shards, progress=lambda n: console.print(f"{n} vectors", end="\r"))
