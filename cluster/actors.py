@@ -16,6 +16,7 @@ import numpy as np
 import ray
 from ray.util import metrics
 
+from cluster.priority import lower_priority
 from cluster.service import names
 from cluster.service.writer import find_writer
 from operators.base import Operator, OperatorContext, Sink, Source
@@ -89,9 +90,9 @@ def _ray_failure(exc: BaseException) -> bool:
 class _Instrumented:
     """Per-node Prometheus metrics through ``ray.util.metrics``, and the process's CPU priority."""
 
-    def _init_metrics(self, node_id: str, nice: int = 0) -> None:
-        if nice:  # the actor owns its worker process (Ray starts one per actor)
-            os.nice(nice)
+    def _init_metrics(self, node_id: str, nice: int | None = None) -> None:
+        if nice is not None:  # the actor owns its worker process (Ray starts one per actor)
+            lower_priority(nice)
         self._tags = {"node": node_id}
         self._items = metrics.Counter(
             "streamvision_items_total", description="Frames or patches processed.", tag_keys=("node",))
@@ -115,7 +116,7 @@ class SourceActor(_Instrumented):
     still needs it)."""
 
     def __init__(self, node_id: str, source: Source, max_batch: int, sinks: list[Any], replicas: int = 1,
-                 nice: int = 0) -> None:
+                 nice: int | None = None) -> None:
         self._init_metrics(node_id, nice)
         self.source = source
         self.max_batch = max_batch
@@ -197,7 +198,7 @@ class OperatorActor(_Instrumented):
     """Runs one replica of a transform; the model stays loaded for the actor's life, or until
     :meth:`swap` replaces the operator between two batches (hot swap, :mod:`cluster.hot_swap`)."""
 
-    def __init__(self, node_id: str, operator: Operator, context: OperatorContext, nice: int = 0) -> None:
+    def __init__(self, node_id: str, operator: Operator, context: OperatorContext, nice: int | None = None) -> None:
         self._init_metrics(node_id, nice)
         self.operator = operator
         if context.device.startswith("cuda"):
@@ -250,7 +251,7 @@ class SinkActor(_Instrumented):
     writer actor instead (``cluster.service.writer``): the service's shards are the index.
     """
 
-    def __init__(self, node_id: str, sink: Sink, nice: int = 0) -> None:
+    def __init__(self, node_id: str, sink: Sink, nice: int | None = None) -> None:
         self._init_metrics(node_id, nice)
         self.sink = sink
         self._opened = False

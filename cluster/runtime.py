@@ -166,10 +166,11 @@ def _actor_options(node: Node) -> dict[str, Any]:
     }
 
 
-def _nice(flow: Dataflow) -> dict[str, int]:
-    """Each node's ``os.nice`` increment: as its resources say, else 0, or ``SERVED_INGEST_NICE``
-    in a flow that writes into a served collection (its queries share these cores)."""
-    default = SERVED_INGEST_NICE if served_ray_address(flow) is not None else 0
+def _nice(flow: Dataflow) -> dict[str, int | None]:
+    """Each node's niceness: as its resources say, else ``SERVED_INGEST_NICE`` in a flow that
+    writes into a served collection (its queries share these cores), else ``None`` (as Ray
+    started the worker)."""
+    default = SERVED_INGEST_NICE if served_ray_address(flow) is not None else None
     return {n.id: default if n.resources.nice is None else n.resources.nice for n in flow.nodes}
 
 

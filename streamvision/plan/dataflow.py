@@ -44,10 +44,11 @@ from streamvision.core.types import PatchType, StreamType, check_edge, check_lab
 
 
 #: ``nice`` of a pipeline's actors when it writes into a served collection (see
-#: :attr:`Resources.nice`): Ray runs every worker at niceness 15, so these run at 19, below the
-#: service's shards and front end. Ingest is measured in frames per second and absorbs a wait in
-#: its queues; a query waiting behind a decoding actor for a core is what a user sees.
-SERVED_INGEST_NICE = 4
+#: :attr:`Resources.nice`): the lowest priority, below the service's writer, shards and front end
+#: (which the local Ray of ``streamvision serve`` runs at 0; a Ray started otherwise runs every
+#: worker at 15). Ingest is measured in frames per second and absorbs a wait in its queues; a
+#: query waiting behind a decoding actor for a core is what a user sees.
+SERVED_INGEST_NICE = 19
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,10 @@ class Resources:
             queued upstream batches up to it (dynamic batching). ``None``: as they come.
         max_wait_ms: how long an operator holds a partial batch waiting for more input.
         max_in_flight: batches queued or running per edge (backpressure); ``None`` = 2 per replica.
-        nice: lowers the CPU priority of each actor's process by this much, as ``os.nice``
-            (Ray starts workers at niceness 15; the sum is capped at 19); ``None``: 0, or
+        nice: the CPU niceness (0..19) each actor's process runs at. A process may lower its
+            priority but not raise it, so a value below the niceness Ray started the worker at
+            (15 on a Ray started by ``ray start`` or ``ray.init()``, 0 on the local Ray of
+            ``streamvision serve``) leaves it there. ``None``: as Ray started it, or
             :data:`SERVED_INGEST_NICE` when the flow writes into a served collection, so that
             on shared cores the service's queries go before ingest.
     """
@@ -102,7 +105,7 @@ class Resources:
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.nice is not None and not 0 <= self.nice <= 19:
-            raise ConfigError(f"nice must be 0..19 (an os.nice increment), got {self.nice}")
+            raise ConfigError(f"nice must be 0..19 (a niceness), got {self.nice}")
 
     @property
     def capacity(self) -> int:

@@ -6,8 +6,11 @@ import streamvision
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -86,11 +89,33 @@ def test_actors_lower_their_priority_as_their_resources_ask(ray_cluster, vtest_p
             _NicenessSink(), **resources)
         return streamvision.run(flow).sinks["niceness_sink"]["niceness"]
 
-    worker = ray.get(_worker_niceness.remote())  # Ray's own worker niceness (15)
+    worker = ray.get(_worker_niceness.remote())  # the niceness Ray starts workers at (15 here)
     assert niceness() == worker  # a flow that writes into no served collection: as any worker
-    assert niceness(nice=2) == min(19, worker + 2)
+    assert niceness(nice=19) == 19
+    assert niceness(nice=17) == max(17, worker)
+    assert niceness(nice=0) == worker  # a process cannot raise its own priority
     with pytest.raises(ConfigError, match="nice"):
         niceness(nice=20)
+
+
+_LOWER_PRIORITY_PROBE = """
+import os, sys, threading
+from cluster.priority import lower_priority
+release = threading.Event()
+other = threading.Thread(target=release.wait)
+other.start()
+lower_priority(int(sys.argv[1]))
+lower_priority(3)
+print(sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}))
+release.set()
+other.join()
+"""
+
+
+def test_lower_priority_lowers_every_thread_and_never_raises_one():
+    done = subprocess.run([sys.executable, "-c", _LOWER_PRIORITY_PROBE, "7"], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[7]", done.stderr  # both threads; 3 did not raise them back
 
 
 def test_dynamic_batching_merges_queued_batches(ray_cluster, vtest_path):

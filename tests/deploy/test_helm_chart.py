@@ -275,6 +275,8 @@ def test_the_service_is_locked_down_like_the_cluster():
     # the API's bearer token: its own Secret (not the Ray token), never its value in the spec
     assert env["STREAMVISION_TOKEN"] == {"name": "STREAMVISION_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": "sv-streamvision-api-token", "key": "token"}}}
+    # workers start at niceness 0: the service's actors keep it, pipelines into it lower themselves
+    assert env["RAY_worker_niceness"]["value"] == "0"
     api = _one(docs, "Secret", "sv-streamvision-api-token")
     assert len(base64.b64decode(api["data"]["token"])) == 48
 
