@@ -23,7 +23,6 @@ from ray import serve
 
 from cluster.local import ensure_ray
 from cluster.service import names
-from cluster.service.frontend import FRONTEND_CPUS, QueryFrontend
 from cluster.service.ingress import LOOPBACK, check_port_free, direct_ingress_env, fallback_proxy_port
 from cluster.service.shards import ActorShards
 from cluster.service.writer import launch_writer, wait_ready
@@ -111,16 +110,21 @@ def _start_front_end(collections: dict[str, Path], host: str, port: int, token: 
 
     ``serve.start`` returns only once the proxy is up; the replica is deployed as soon as the
     controller exists instead, so that the two start together (on 2 cores, 1.5-2 s of a cold
-    start). ``serve.run`` then attaches to that controller."""
+    start). ``serve.run`` then attaches to that controller. The front end's module (FastAPI, the
+    query engine: 1.5-2 s on 2 cores) is imported here, while the controller's process starts."""
     args = ({n: str(p) for n, p in collections.items()}, token, kafka, host)
     if _serve_running():  # checks that its proxy listens where asked
         serve.start(http_options={"host": host, "port": port})
+        from cluster.service.frontend import QueryFrontend
+
         serve.run(QueryFrontend.bind(*args), name=APP_NAME, route_prefix="/", blocking=False)
         return
     env = {"env_vars": direct_ingress_env(port)}
     with ThreadPoolExecutor(1) as pool:
         started = pool.submit(serve.start, http_options={"host": host, "port": fallback_proxy_port(host)},
                               logging_config={"enable_access_log": False}, controller_options={"runtime_env": env})
+        from cluster.service.frontend import FRONTEND_CPUS, QueryFrontend
+
         while not _serve_running():
             if started.done():
                 started.result()  # raises why Serve did not start
