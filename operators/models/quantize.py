@@ -2,7 +2,9 @@
 
 ONNX Runtime's ``quantize_static`` in QDQ form (per-channel int8 weights, uint8 activations,
 min-max calibration) on the convolutions only: the box decoding's ``softmax @ bins`` and the
-classifier stay fp32. A QDQ file runs as int8 in both ONNX Runtime and OpenVINO. The result is
+classifier stay fp32. Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI
+multiply uint8 by int8 with ``VPMADDUBSW``, whose int16 pair sums saturate on full-range weights;
+on such a CPU (AVX2) NanoDet-m kept 84% of its fp32 boxes with 8-bit weights and 96-97% with 7. A QDQ file runs as int8 in both ONNX Runtime and OpenVINO. The result is
 cached beside the fp32 file, named by it and by a tag for the calibration set, so a re-exported
 model or a different calibration set quantizes anew.
 """
@@ -17,10 +19,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+#: Names the quantization settings in cached file names, so changed settings quantize anew.
+RECIPE = "w7"
+
 
 def int8_path(fp32: Path, tag: str) -> Path:
     """Where the int8 version of ``fp32`` calibrated on the set ``tag`` is cached."""
-    return fp32.with_name(f"{fp32.stem}-int8-{tag}.onnx")
+    return fp32.with_name(f"{fp32.stem}-int8{RECIPE}-{tag}.onnx")
 
 
 def quantize_int8(fp32: Path, calibration: Callable[[], Iterable[Sequence[np.ndarray]]], *, tag: str) -> Path:
@@ -50,7 +55,8 @@ def quantize_int8(fp32: Path, calibration: Callable[[], Iterable[Sequence[np.nda
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notices
     try:
         quantize_static(str(fp32), tmp, _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                        op_types_to_quantize=["Conv"])
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is readable like the models
         os.replace(tmp, target)
     finally:
