@@ -21,7 +21,8 @@ FAISS, vtest.avi):
    again as a new process, its own local Ray included: ``restart_to_first_answer_s`` (median of
    ``--restarts`` runs, each after the previous Ray's processes exited); and the same on a
    running Ray cluster (``ray start --head``, then ``serve --address``, as on KubeRay):
-   ``service_restart_on_cluster_s``.
+   ``service_restart_on_cluster_s`` (the cluster's first service leaves Serve's controller
+   running, as ``serve run`` does, and each restart deploys its front end on it).
 
     python benchmarks/live.py --out out/
 
@@ -342,7 +343,7 @@ def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray, add
                     time.sleep(0.1)
         raise RuntimeError("the restarted service never answered")
     finally:
-        proc.terminate()  # SIGTERM: snapshots written, actors and Serve stopped
+        proc.terminate()  # SIGTERM: snapshots written, actors and the front end stopped
         proc.wait(120)
 
 

@@ -16,8 +16,9 @@ port of its own (:func:`fallback_proxy_port`).
 
 The settings are Serve's environment variables, given to the processes that read them: the
 controller (through ``serve.start(controller_options=...)``) and the replica (its deployment's
-``runtime_env``). They take effect only when this service starts Serve's controller; a Serve that
-already runs on the cluster keeps its own ingress (the proxy, on its port).
+``runtime_env``). They take effect when this service starts Serve's controller, and for the next
+service on the same port, which finds that controller kept (:mod:`cluster.service.serve_instance`);
+a Serve someone else started keeps its own ingress (the proxy, on its port).
 """
 
 from __future__ import annotations

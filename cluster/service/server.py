@@ -24,14 +24,13 @@ from ray import serve
 from cluster.local import ensure_ray
 from cluster.service import names
 from cluster.service.ingress import LOOPBACK, check_port_free, direct_ingress_env, fallback_proxy_port
+from cluster.service.serve_instance import Plan, ingress_plan, record_direct_ingress, serve_running, shutdown_serve
 from cluster.service.shards import ActorShards
 from cluster.service.writer import launch_writer, wait_ready
 from operators.sinks.collection_writer import read_manifest
 from streamvision.core.errors import ConfigError
 
 APP_NAME = "streamvision"
-#: The name Ray Serve gives its controller actor (in the ``serve`` namespace).
-SERVE_CONTROLLER = "SERVE_CONTROLLER_ACTOR"
 
 
 @dataclass
@@ -44,14 +43,14 @@ class LiveService:
 
     def stop(self) -> None:
         """Snapshot every shard, then stop the front end and the actors; remove the records.
+        Serve's controller stays (see :mod:`cluster.service.serve_instance`).
 
         Also undoes a start that was interrupted part way (whatever was launched is stopped)."""
         try:
             ray.get([writer.close.remote() for writer in self.writers.values()])  # the snapshots
         finally:
             try:
-                serve.delete(APP_NAME)
-                serve.shutdown()
+                serve.delete(APP_NAME)  # Serve itself stays, for the next service (cluster.service.serve_instance)
             finally:
                 for name, data in self.collections.items():
                     names.remove_record(data)
@@ -86,53 +85,51 @@ def _collections(data_dirs: list[str | Path]) -> dict[str, Path]:
     return collections
 
 
-def _serve_running() -> bool:
-    """Whether this Ray cluster has a Serve controller (it may still be starting)."""
-    try:
-        ray.get_actor(SERVE_CONTROLLER, namespace="serve")
-    except ValueError:
-        return False
-    return True
-
-
 def _refuse_a_second_service() -> None:
     """One service per Ray cluster: Serve has one HTTP proxy port, and the app's name is fixed."""
-    if _serve_running() and APP_NAME in serve.status().applications:
+    if serve_running() and APP_NAME in serve.status().applications:
         raise ConfigError("a StreamVision service already runs on this Ray cluster: serve all its collections "
                           "from one `streamvision serve --data A --data B`, or stop it first")
 
 
 def _start_front_end(collections: dict[str, Path], host: str, port: int, token: str | None,
-                     kafka: str | None = None) -> None:
-    """Serve's controller, its fallback proxy and the front end's replica, which answers HTTP on
-    ``port`` itself (:mod:`cluster.service.ingress`), or through the proxy on ``port`` when a
-    Serve controller already ran on the cluster (its ingress is its own).
+                     kafka: str | None, plan: Plan) -> None:
+    """The front end's replica, which answers HTTP on ``port`` itself (direct ingress,
+    :mod:`cluster.service.ingress`) on a Serve controller this service starts or one a previous
+    service left, else through the proxy on ``port`` of a Serve someone else started.
 
-    ``serve.start`` returns only once the proxy is up; the replica is deployed as soon as the
-    controller exists instead, so that the two start together (on 2 cores, 1.5-2 s of a cold
-    start). ``serve.run`` then attaches to that controller. The front end's module (FastAPI, the
-    query engine: 1.5-2 s on 2 cores) is imported here, while the controller's process starts."""
+    When a controller starts, ``serve.start`` returns only once its fallback proxy is up; the
+    replica is deployed as soon as the controller exists instead, so that the two start together
+    (on 2 cores, 1.5-2 s of a cold start). ``serve.run`` then attaches to that controller. The
+    front end's module (FastAPI, the query engine: 1.5-2 s on 2 cores) is imported here, while the
+    controller's process starts."""
     args = ({n: str(p) for n, p in collections.items()}, token, kafka, host)
-    if _serve_running():  # checks that its proxy listens where asked
+    if plan == "proxy":  # checks that its proxy listens where asked
         serve.start(http_options={"host": host, "port": port})
         from cluster.service.frontend import QueryFrontend
 
         serve.run(QueryFrontend.bind(*args), name=APP_NAME, route_prefix="/", blocking=False)
         return
+    if plan == "restart":
+        shutdown_serve()
     env = {"env_vars": direct_ingress_env(port)}
     with ThreadPoolExecutor(1) as pool:
-        started = pool.submit(serve.start, http_options={"host": host, "port": fallback_proxy_port(host)},
-                              logging_config={"enable_access_log": False}, controller_options={"runtime_env": env})
+        started = None
+        if plan != "reuse":
+            started = pool.submit(serve.start, http_options={"host": host, "port": fallback_proxy_port(host)},
+                                  logging_config={"enable_access_log": False}, controller_options={"runtime_env": env})
         from cluster.service.frontend import FRONTEND_CPUS, QueryFrontend
 
-        while not _serve_running():
+        while started is not None and not serve_running():
             if started.done():
                 started.result()  # raises why Serve did not start
                 break
             time.sleep(0.02)
         frontend = QueryFrontend.options(ray_actor_options={"num_cpus": FRONTEND_CPUS, "runtime_env": env})
         serve.run(frontend.bind(*args), name=APP_NAME, route_prefix="/", blocking=False)
-        started.result()
+        if started is not None:
+            started.result()
+            record_direct_ingress(host, port)
 
 
 def start_service(
@@ -165,11 +162,12 @@ def start_service(
     collections = _collections(data_dirs)
     ensure_ray(address)
     _refuse_a_second_service()
-    if not _serve_running():  # the front end will bind the port itself
+    plan = ingress_plan(host, port)
+    if plan != "proxy":  # the front end will bind the port itself
         check_port_free(host, port)
     service = LiveService(collections, url=f"http://{LOOPBACK if host == LOOPBACK else host}:{port}")
     try:
-        _launch(service, host, port, token, writer_options or {}, kafka)
+        _launch(service, host, port, token, writer_options or {}, kafka, plan)
     except BaseException:  # an error, or SIGTERM / Ctrl-C while starting: leave nothing running
         service.stop()
         raise
@@ -181,10 +179,10 @@ def start_service(
 
 
 def _launch(service: LiveService, host: str, port: int, token: str | None, writer_options: dict[str, Any],
-            kafka: str | None = None) -> None:
+            kafka: str | None, plan: Plan) -> None:
     collections = service.collections
     with ThreadPoolExecutor(1) as pool:  # the front end's controller, proxy and replica are the longest
-        front_end = pool.submit(_start_front_end, collections, host, port, token, kafka)  # chain: start it first
+        front_end = pool.submit(_start_front_end, collections, host, port, token, kafka, plan)  # chain: start it first
         for data in collections.values():  # then the shards, which queries need
             manifest = read_manifest(data)
             if manifest.get("dim"):

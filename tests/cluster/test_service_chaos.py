@@ -18,6 +18,7 @@ import pytest
 
 import streamvision
 from cluster.service import names
+from cluster.service.serve_instance import SERVE_CONTROLLER, ingress_plan, shutdown_serve
 from cluster.service.writer import find_writer
 from streamvision.core.errors import ConfigError, InputError
 from tests.cluster.test_service import _answers, _client, _flow, _free_port, _queries, _start
@@ -92,6 +93,8 @@ def test_kill_a_shard_the_writer_and_the_front_end_mid_stream_then_restart_the_s
     finally:
         service.stop()
     assert names.read_record(data) is None
+    controller = _serve_controller()
+    assert ingress_plan("127.0.0.1", port) == "reuse"  # stopping deleted the app only
     started = time.monotonic()
     service = _start(data, port)  # a whole restart: snapshots load, nothing replays
     try:
@@ -100,6 +103,50 @@ def test_kill_a_shard_the_writer_and_the_front_end_mid_stream_then_restart_the_s
             restart_s = time.monotonic() - started
             stats = client.stats()
             assert all(s["replayed"] == 0 for s in stats["shards"]), stats["shards"]
+        assert _serve_controller() == controller  # deployed on the kept controller, answering on its port
     finally:
         service.stop()
     assert restart_s < 120
+
+
+def test_serve_is_kept_for_its_port_replaced_on_another_and_someone_elses_is_reached_through_its_proxy(
+        ray_cluster, tmp_path):
+    from ray import serve
+
+    data, port, other = tmp_path / "cams", _free_port(), _free_port()
+    _start(data, port).stop()
+    kept = _serve_controller()
+    assert (ingress_plan("127.0.0.1", port), ingress_plan("127.0.0.1", other)) == ("reuse", "restart")
+    service = _start(data, other)  # the idle kept Serve ingressed on `port`: a new one, on `other`
+    try:
+        assert _serve_controller() != kept
+        assert _health(other) == {"status": "ok", "collections": ["cams"]}
+        with pytest.raises(ConfigError, match="already runs on this Ray cluster"):
+            _start(tmp_path / "doors", port)
+    finally:
+        service.stop()
+    shutdown_serve()
+    assert ingress_plan("127.0.0.1", port) == "start"
+    serve.start(http_options={"host": "127.0.0.1", "port": other})  # Serve of another team: no record
+    try:
+        assert ingress_plan("127.0.0.1", other) == "proxy"
+        service = _start(data, other)  # its proxy, on its port, reaches the front end
+        try:
+            assert _health(other) == {"status": "ok", "collections": ["cams"]}
+        finally:
+            service.stop()
+        assert serve.status().applications == {}  # theirs stays up, our app is gone
+    finally:
+        serve.shutdown()
+
+
+def _health(port: int) -> dict:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).json()
+
+
+def _serve_controller() -> str:
+    import ray
+
+    return ray.get_actor(SERVE_CONTROLLER, namespace="serve")._actor_id.hex()
