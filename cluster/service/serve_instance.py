@@ -4,8 +4,8 @@ Serve's controller is a detached actor of the Ray cluster. The service starts it
 ingress on ``--port`` (:mod:`cluster.service.ingress`) and records that port in the cluster's
 key-value store. Stopping the service deletes its application only, as ``serve run`` leaves
 Serve running: the next service on the same cluster and port deploys its front end on the kept
-controller, and a restart skips the controller's and the fallback proxy's start (on 2 cores,
-about 5 of a 12 s restart on a running cluster). What the next service finds decides how it
+controller, and a restart skips the controller's and the fallback proxy's start (on 2 cores with
+1 M vectors, a restart on a running cluster went 16.3 -> 9.5 s, ``benchmarks/live.py``). What the next service finds decides how it
 starts (:func:`ingress_plan`).
 """
 
