@@ -45,9 +45,13 @@ def direct_ingress_env(port: int) -> dict[str, str]:
     }
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
 def fallback_proxy_port(host: str) -> int:
     """A port on ``host`` that is free now, for Serve's fallback proxy (it binds it a moment later)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+    with _tcp_socket(host) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
@@ -59,7 +63,7 @@ def check_port_free(host: str, port: int) -> None:
     Raises:
         ConfigError: ``port`` on ``host`` is taken (or not a port).
     """
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+    with _tcp_socket(host) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
         try:
             probe.bind((host, port))

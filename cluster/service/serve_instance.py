@@ -5,8 +5,8 @@ ingress on ``--port`` (:mod:`cluster.service.ingress`) and records that port in 
 key-value store. Stopping the service deletes its application only, as ``serve run`` leaves
 Serve running: the next service on the same cluster and port deploys its front end on the kept
 controller, and a restart skips the controller's and the fallback proxy's start (on 2 cores with
-1 M vectors, a restart on a running cluster went 16.3 -> 9.5 s, ``benchmarks/live.py``). What the next service finds decides how it
-starts (:func:`ingress_plan`).
+1 M vectors, a restart on a running cluster went 16.3 -> 9.5 s, ``benchmarks/live.py``). What
+the next service finds decides how it starts (:func:`ingress_plan`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Literal
 
 import ray
 from ray import serve
+from ray.experimental import internal_kv
 
 #: The name Ray Serve gives its controller actor (in the ``serve`` namespace).
 SERVE_CONTROLLER = "SERVE_CONTROLLER_ACTOR"
@@ -42,21 +43,15 @@ def serve_running() -> bool:
     return _controller_id() is not None
 
 
-def _kv():  # noqa: ANN202 - Ray's module of private key-value functions
-    from ray.experimental import internal_kv
-
-    return internal_kv
-
-
 def record_direct_ingress(host: str, port: int) -> None:
     """Record that the running Serve controller was started by a service ingressing on ``host:port``."""
     record = {"host": host, "port": port, "controller": _controller_id()}
-    _kv()._internal_kv_put(KV_KEY, json.dumps(record), overwrite=True, namespace=KV_NAMESPACE)
+    internal_kv._internal_kv_put(KV_KEY, json.dumps(record), overwrite=True, namespace=KV_NAMESPACE)
 
 
 def recorded_direct_ingress() -> tuple[str, int] | None:
     """The ``(host, port)`` of :func:`record_direct_ingress` if the controller it names still runs."""
-    raw = _kv()._internal_kv_get(KV_KEY, namespace=KV_NAMESPACE)
+    raw = internal_kv._internal_kv_get(KV_KEY, namespace=KV_NAMESPACE)
     record = json.loads(raw) if raw else {}
     if not record or record.get("controller") != _controller_id():
         return None
@@ -78,4 +73,4 @@ def ingress_plan(host: str, port: int) -> Plan:
 def shutdown_serve() -> None:
     """Stop the Serve instance and forget its record."""
     serve.shutdown()
-    _kv()._internal_kv_del(KV_KEY, namespace=KV_NAMESPACE)
+    internal_kv._internal_kv_del(KV_KEY, namespace=KV_NAMESPACE)

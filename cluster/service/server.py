@@ -50,7 +50,7 @@ class LiveService:
             ray.get([writer.close.remote() for writer in self.writers.values()])  # the snapshots
         finally:
             try:
-                serve.delete(APP_NAME)  # Serve itself stays, for the next service (cluster.service.serve_instance)
+                serve.delete(APP_NAME)
             finally:
                 for name, data in self.collections.items():
                     names.remove_record(data)
