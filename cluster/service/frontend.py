@@ -53,7 +53,7 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 
 from cluster.service import labels
-from cluster.service.ingress import LOOPBACK, internal_grpc_on
+from cluster.service.ingress import LOOPBACK, internal_grpc_on, reuse_address_on_restart
 from cluster.service.shards import ActorShards
 from cluster.service.web import STATIC
 from cluster.service.web import documents as web_documents
@@ -139,6 +139,7 @@ class QueryFrontend:
                  host: str | None = None) -> None:
         if host == LOOPBACK:
             internal_grpc_on(host)
+        reuse_address_on_restart()
         self.collections = _Collections(collections)
         self.token = token
         self.kafka = KafkaSettings(kafka) if kafka else None

@@ -97,3 +97,35 @@ def internal_grpc_on(host: str) -> None:
 
     on_host.bound_host = host  # type: ignore[attr-defined]
     replica.add_port_to_grpc_server = on_host
+
+
+def reuse_address_on_restart() -> None:
+    """Have this process's direct-ingress HTTP server set ``SO_REUSEADDR`` on its listening socket,
+    as uvicorn and every usual HTTP server do, so that a restarted service binds its port at once.
+
+    Ray Serve 2.60 binds the ingress replica's port with no socket option
+    (``ray/serve/_private/replica.py`` passes ``enable_so_reuseport=False``). A connection the
+    server closed (every keep-alive client still connected when the service stops) then holds
+    the port in TIME_WAIT for 60 s, and the next service could not bind it: ``streamvision
+    serve`` refused the port and the replica's own bind failed. Only ``SO_REUSEADDR`` is set,
+    not ``SO_REUSEPORT``: no second process may listen on the port. Called from the replica's
+    constructor, which runs before the server starts; a Ray without those hooks is left as it is.
+    """
+    try:
+        from ray.serve._private import http_util, replica
+    except ImportError:
+        return
+    start = getattr(replica, "start_asgi_http_server", None)
+    if start is None or not hasattr(http_util, "set_socket_reuse_port") or getattr(start, "reuses_address", False):
+        return
+
+    def reuse_address(sock: socket.socket) -> bool:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return True
+
+    async def start_reusing_address(*args: object, **kwargs: object) -> object:
+        return await start(*args, **{**kwargs, "enable_so_reuseport": True})  # which calls reuse_address
+
+    start_reusing_address.reuses_address = True  # type: ignore[attr-defined]
+    http_util.set_socket_reuse_port = reuse_address  # in a replica, the ingress server alone calls it
+    replica.start_asgi_http_server = start_reusing_address

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 
+import httpx
 import psutil
 import pytest
 
@@ -90,8 +91,12 @@ def test_kill_a_shard_the_writer_and_the_front_end_mid_stream_then_restart_the_s
         streamvision.run(_flow(broker, topics[1], data, "chaos"))
         with _client(port) as client:
             assert _answers(client, _queries(reference)) == expected
+        connected = httpx.Client(timeout=10)  # still connected at the stop: the server closes the connection
+        connected.get(f"http://127.0.0.1:{port}/v1/health").raise_for_status()
     finally:
         service.stop()
+    connected.close()
+    assert _time_wait_on(port)  # which holds the port for 60 s: the restart below must bind it anyway
     assert names.read_record(data) is None
     controller = _serve_controller()
     assert ingress_plan("127.0.0.1", port) == "reuse"  # stopping deleted the app only
@@ -140,9 +145,18 @@ def test_serve_is_kept_for_its_port_replaced_on_another_and_someone_elses_is_rea
         serve.shutdown()
 
 
-def _health(port: int) -> dict:
-    import httpx
+def _time_wait_on(port: int, within_s: float = 10.0) -> bool:
+    """Whether a connection the server on ``port`` closed first waits in TIME_WAIT."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if any(c.status == psutil.CONN_TIME_WAIT and c.laddr and c.laddr.port == port
+               for c in psutil.net_connections(kind="tcp")):
+            return True
+        time.sleep(0.1)
+    return False
 
+
+def _health(port: int) -> dict:
     return httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).json()
 
 
