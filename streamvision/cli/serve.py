@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -35,9 +37,11 @@ def serve(
     """Serve collections until SIGTERM or Ctrl-C: shard actors, one writer each, and an HTTP JSON API."""
     started = time.monotonic()
     from cluster.local import ensure_ray
-    from cluster.service.server import start_service
 
-    ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
+    with ThreadPoolExecutor(1) as pool:  # the service's modules (Ray Serve, FastAPI) load while Ray starts:
+        server = pool.submit(importlib.import_module, "cluster.service.server")  # 1-1.5 s of a cold start
+        ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
+        start_service = server.result().start_service
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
     service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
                             writer_options={"index_factory": index_factory, "shards": shards}, kafka=bootstrap_servers)
