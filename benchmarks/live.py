@@ -387,7 +387,8 @@ def plot(out: Path, live: Live, result: dict[str, Any]) -> None:
         axes[2].plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
     axes[2].set(title=f"actor RSS (max growth {result['rss_growth_mb']:.0f} MB)", xlabel="s", ylabel="MB")
     fig.suptitle(f"live: ingest full/empty {result['ingest_fps_full_vs_empty']:.2f}, "
-                 f"restart to first answer {result['restart_to_first_answer_s']:.1f} s, "
+                 f"restart to first answer {result['restart_to_first_answer_s']:.1f} s "
+                 f"({result['service_restart_on_cluster_s']:.1f} s on a running Ray cluster), "
                  f"bulk import {result['bulk_import_vectors_per_s']:,.0f} vectors/s")
     fig.tight_layout()
     fig.savefig(out / "live.png", dpi=110)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import threading
 import time
@@ -42,6 +43,8 @@ def serve(
         server = pool.submit(importlib.import_module, "cluster.service.server")  # 1-1.5 s of a cold start
         ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
         start_service = server.result().start_service
+    # Serve's INFO lines name its fallback proxy's URL ("Application ... is ready at"), not the service's
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
     service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
                             writer_options={"index_factory": index_factory, "shards": shards}, kafka=bootstrap_servers)
