@@ -161,8 +161,9 @@ def test_two_sources_in_one_group_split_the_partitions(broker, images):
 
     def run(i: int) -> None:
         # join() waits at most a session timeout for the share: room for the second member to
-        # start 5 s later and the group to rebalance on a loaded machine
-        source = _source(broker, "s-split", "g-split", idle_end_s=15.0, session_timeout_ms=20000)
+        # start 5 s later and the group to rebalance on a loaded machine (the embedded broker
+        # completes a join phase in 5 s steps: 10 s on an idle machine, over 20 s once in CI)
+        source = _source(broker, "s-split", "g-split", idle_end_s=15.0, session_timeout_ms=45000)
         results[i] = _drain(source, replicas=2)[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
@@ -172,7 +173,7 @@ def test_two_sources_in_one_group_split_the_partitions(broker, images):
     time.sleep(5.0)
     threads[1].start()
     for t in threads:
-        t.join(120)
+        t.join(240)  # the end waits out the leaver's session too (about 100 s in all)
     keys = [[FrameKeyCodec.decode(k) for b in results[i] for k in b.keys] for i in range(2)]
     # every frame read once, two partitions each
     assert sorted((k.partition, k.offset) for ks in keys for k in ks) == [(p, o) for p in range(4) for o in range(8)]
