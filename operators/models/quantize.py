@@ -5,8 +5,9 @@ min-max calibration) on the convolutions only: the box decoding's ``softmax @ bi
 classifier stay fp32. Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI
 multiply uint8 by int8 with ``VPMADDUBSW``, whose int16 pair sums saturate on full-range weights;
 on such a CPU (AVX2) NanoDet-m kept 84% of its fp32 boxes with 8-bit weights and 96-97% with 7.
-A QDQ file runs as int8 in both ONNX Runtime and OpenVINO. The result is cached beside the fp32 file, named by it and by a tag for the calibration set, so a re-exported
-model or a different calibration set quantizes anew.
+A QDQ file runs as int8 in both ONNX Runtime and OpenVINO. The result is cached beside the fp32
+file, named by it and by a tag for the calibration set, so a re-exported model or a different
+calibration set quantizes anew.
 """
 
 from __future__ import annotations
