@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,3 +117,36 @@ def cluster_capacity(address: str | None = None) -> tuple[float, float]:
     ensure_ray(address)
     have = ray.cluster_resources()
     return float(have.get("CPU", 0.0)), float(have.get("GPU", 0.0))
+
+
+def own_ray_stopped() -> bool:
+    """Whether this process started a local Ray (:func:`ensure_ray`) whose GCS server or raylet
+    has exited since. A signal sent to the whole process group (``kill -- -PGID``, systemd's
+    default ``KillMode=control-group``) reaches Ray's processes too; a driver call into Ray then
+    waits 60 s for the GCS and aborts the process."""
+    node = ray._private.worker._global_node  # a connection to someone else's Ray owns no processes
+    if node is None:
+        return False
+    from ray._private import ray_constants
+
+    vital = {ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET}
+    return any(kind in vital for kind, _ in node.dead_processes())
+
+
+@contextmanager
+def watching_own_ray(on_stopped: Callable[[], None], poll_s: float = 0.5) -> Iterator[None]:
+    """Within the block, call ``on_stopped`` on a daemon thread once :func:`own_ray_stopped`
+    (Ray shut down after the block, on purpose, is not reported)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            if own_ray_stopped() and not done.is_set():
+                on_stopped()
+                return
+
+    threading.Thread(target=watch, name="watch-own-ray", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()

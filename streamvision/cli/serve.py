@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,31 +39,44 @@ def serve(
 ) -> None:
     """Serve collections until SIGTERM or Ctrl-C: shard actors, one writer each, and an HTTP JSON API."""
     started = time.monotonic()
-    from cluster.local import ensure_ray
+    from cluster.local import ensure_ray, watching_own_ray
 
     with ThreadPoolExecutor(1) as pool:  # the service's modules (Ray Serve, FastAPI) load while Ray starts:
         server = pool.submit(importlib.import_module, "cluster.service.server")  # 1-1.5 s of a cold start
         ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
         start_service = server.result().start_service
-    # Serve's INFO lines name its fallback proxy's URL ("Application ... is ready at"), not the service's
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
-    service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
-                            writer_options={"index_factory": index_factory, "shards": shards}, kafka=bootstrap_servers)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    console.print(f"[green]serving {', '.join(service.collections)} at {service.url} "
-                  f"(ready in {time.monotonic() - started:.1f}s); Ctrl-C stops")
-    console.print(f"web page: {service.url}/")
-    console.print(f"try: curl -s {service.url}/v1/health")
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        console.print("stopping: snapshotting the shards")
-        service.stop()
-        console.print("[green]stopped")
+    with watching_own_ray(_exit_as_ray_stopped):
+        # Serve's INFO lines name its fallback proxy's URL ("Application ... is ready at"), not the service's
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
+        service = start_service(data, port=port, host=host, token=token,  # Ctrl-C: what started is stopped
+                                writer_options={"index_factory": index_factory, "shards": shards},
+                                kafka=bootstrap_servers)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        console.print(f"[green]serving {', '.join(service.collections)} at {service.url} "
+                      f"(ready in {time.monotonic() - started:.1f}s); Ctrl-C stops")
+        console.print(f"web page: {service.url}/")
+        console.print(f"try: curl -s {service.url}/v1/health")
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            console.print("stopping: snapshotting the shards")
+            service.stop()
+            console.print("[green]stopped")
+
+
+def _exit_as_ray_stopped() -> None:
+    """Leave at once when the local Ray the service started loses its GCS server or raylet,
+    whatever the service was doing: every call into Ray (starting, serving, snapshotting) would
+    wait 60 s and then abort the process. Nothing is lost: RocksDB is the record."""
+    console.print("[red]error:[/red] Ray's processes stopped under the service (a signal to the whole process group, "
+                  "systemd's default KillMode? stop the service with SIGTERM to its own pid, or KillMode=mixed): "
+                  "no snapshots written; the next start replays from RocksDB what the last ones lack", soft_wrap=True)
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def import_(
