@@ -6,9 +6,12 @@ FAISS, vtest.avi):
 1. **bulk import**: ``--vectors`` colour histograms (the live pipeline's featurizer, 4 levels
    x 2 x 2 grid = 256-d) of random crops of vtest.avi frames are imported into a served
    collection through the service's writer (``bulk_import_vectors_per_s``);
-2. **backlog**: a ``--backlog``-message backlog of real JPEG frames is ingested at full speed
-   by the Kafka dataflow into an empty served collection and into the full one
-   (``ingest_fps_full_vs_empty``; cost that grows with the collection shows here);
+2. **backlog**: a ``--backlog``-message backlog of real JPEG frames (mirrored: the live phase's
+   frames must have no copies in the collection) is ingested at full speed
+   by the Kafka dataflow into an empty served collection and into the full one, in
+   ``--backlog-rounds`` alternating pairs (``ingest_fps_full_vs_empty``, the median pair's
+   ratio of frames/s from each run's first frame read; the empty one holds a few thousand
+   vectors by the last round; cost that grows with the collection shows here);
 3. **live**: ``--cameras`` cameras at ``--rate`` frames/s of real JPEG frames go through the
    broker into the full collection while clients ask over HTTP: a prober asks ten times a
    second for the produced frames not yet answered, each with its own vector (up to
@@ -114,8 +117,10 @@ def _flow(servers: str, topic: str, data: Path, group: str, until_end: bool) -> 
 
 
 def backlog(servers: str, jpegs: list[bytes], shape: tuple[int, int], data: Path, topic: str, messages: int,
-            cameras: int) -> float:
-    """Frames/s of the dataflow reading a ``messages`` backlog to its end into ``data``."""
+            cameras: int) -> tuple[float, float]:
+    """Frames/s of the dataflow reading a ``messages`` backlog to its end into ``data``, from its
+    first frame read; and the seconds before that frame (actor starts, the consumer group's join:
+    the embedded broker completes a join in 5 s steps, whatever the collection)."""
     ensure_topic(KafkaSettings(servers), topic, partitions=cameras)
     with FrameProducer(servers, topic) as producer:
         for i in range(messages):
@@ -124,8 +129,31 @@ def backlog(servers: str, jpegs: list[bytes], shape: tuple[int, int], data: Path
                                  shape=shape, count=1)
             producer.send(wire.WireMessage(header.camera.encode(), jpegs[(cam * 265 + i // cameras) % len(jpegs)],
                                            header))
-    report = streamvision.run(_flow(servers, topic, data, f"g-{topic}", until_end=True))
-    return report.frames / report.elapsed_s
+    first: list[Any] = []  # the first progress report with frames read (one each 0.5 s)
+    report = streamvision.run(_flow(servers, topic, data, f"g-{topic}", until_end=True),
+                              progress=lambda p: None if first or not p.frames else first.append(p))
+    return (report.frames - first[0].frames) / (report.elapsed_s - first[0].elapsed_s), first[0].elapsed_s
+
+
+def backlogs(servers: str, jpegs: list[bytes], shape: tuple[int, int], collections: dict[str, Path], messages: int,
+             cameras: int, rounds: int) -> dict[str, Any]:
+    """``ingest_fps_full_vs_empty``: the median over ``rounds`` of full/empty backlog frames/s,
+    measured back to back in alternating order (empty, full; full, empty; ...), so that the
+    machine's own drift over minutes cancels out instead of landing on one side."""
+    fps: dict[str, list[float]] = {"empty": [], "full": []}
+    waits: dict[str, list[float]] = {"empty": [], "full": []}
+    for r in range(rounds):
+        for name in (("empty", "full") if r % 2 == 0 else ("full", "empty")):
+            rate, wait = backlog(servers, jpegs, shape, collections[name], f"backlog-{name}-{r}", messages, cameras)
+            fps[name].append(rate)
+            waits[name].append(wait)
+        print(f"backlog round {r}: fps empty {fps['empty'][-1]:.1f} full {fps['full'][-1]:.1f} (first frame after "
+              f"{waits['empty'][-1]:.1f} / {waits['full'][-1]:.1f} s)", flush=True)
+    ratios = [f / e for f, e in zip(fps["full"], fps["empty"])]
+    return {"ingest_fps_empty": float(np.median(fps["empty"])), "ingest_fps_full": float(np.median(fps["full"])),
+            "ingest_fps_full_vs_empty": float(np.median(ratios)), "ingest_fps_empty_runs": fps["empty"],
+            "ingest_fps_full_runs": fps["full"], "backlog_first_frame_s_empty": waits["empty"],
+            "backlog_first_frame_s_full": waits["full"]}
 
 
 def _actor_rss() -> dict[str, float]:
@@ -406,6 +434,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--backlog", type=int, default=600)
+    parser.add_argument("--backlog-rounds", type=int, default=3,
+                        help="alternating empty/full backlog pairs measured (median ratio reported)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--restarts", type=int, default=3, help="restarts of each kind measured (median reported)")
     parser.add_argument("--index-factory", default="IVF1024,Flat",
@@ -417,6 +447,8 @@ def main() -> None:
     frames = [image for image, _ in FrameReader(str(vtest_video()))]
     shape = frames[0].shape[:2]
     jpegs = [wire.encode_pixels(f, wire.KIND_JPEG, QUALITY) for f in frames]
+    # the backlogs' frames, mirrored: copies of the live phase's vectors would tie with its frames' top hits
+    mirrored = [wire.encode_pixels(np.ascontiguousarray(f[:, ::-1]), wire.KIND_JPEG, QUALITY) for f in frames]
     op = ColorHistogram(**HISTOGRAM)
     own = op.featurize([decode_image(j) for j in jpegs])  # what the pipeline makes of each message
     started = time.monotonic()
@@ -438,13 +470,8 @@ def main() -> None:
             result["bulk_import_vectors_per_s"] = imported / result["bulk_import_s"]
             print(f"imported {imported} in {result['bulk_import_s']:.0f}s", flush=True)
             result["recall_at_10"] = recall_at_10(service.url, full.name, npy)
-            empty_fps = backlog(broker.bootstrap_servers, jpegs, shape, empty, "backlog-empty", args.backlog,
-                                args.cameras)
-            full_fps = backlog(broker.bootstrap_servers, jpegs, shape, full, "backlog-full", args.backlog,
-                               args.cameras)
-            result.update(ingest_fps_empty=empty_fps, ingest_fps_full=full_fps,
-                          ingest_fps_full_vs_empty=full_fps / empty_fps)
-            print(f"backlog fps empty {empty_fps:.1f} full {full_fps:.1f}", flush=True)
+            result.update(backlogs(broker.bootstrap_servers, mirrored, shape, {"empty": empty, "full": full},
+                                   args.backlog, args.cameras, args.backlog_rounds))
             live = Live(broker.bootstrap_servers, service.url, full, jpegs, own, shape, args.cameras, args.rate,
                         args.duration)
             result.update(live.run())
