@@ -74,7 +74,7 @@ def _exit_as_ray_stopped() -> None:
     wait 60 s and then abort the process. Nothing is lost: RocksDB is the record."""
     console.print("[red]error:[/red] Ray's processes stopped under the service (a signal to the whole process group, "
                   "systemd's default KillMode? stop the service with SIGTERM to its own pid, or KillMode=mixed): "
-                  "no snapshots written; the next start replays from RocksDB what the last ones lack", soft_wrap=True)
+                  "the shards' snapshots may lag; the next start replays from RocksDB what they lack", soft_wrap=True)
     sys.stderr.flush()
     os._exit(2)
 

@@ -2,9 +2,9 @@
 
 ``kill -- -PGID`` and systemd's default ``KillMode=control-group`` send SIGTERM to Ray's
 processes too. The service must then leave at once with one ``error:`` line (no 60 s wait for
-a dead GCS, no abort), and the next start must answer everything it had written since its
-last snapshot (replayed from RocksDB). The CLI runs as subprocesses in a session of their own,
-each starting a Ray of its own beside the test session's.
+a dead GCS, no abort), and the next start must answer everything it had written (whatever
+the shards' snapshots lack is replayed from RocksDB). The CLI runs as subprocesses in a
+session of their own, each starting a Ray of its own beside the test session's.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _serve(data: Path, port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
-def _gone(pids: list[int], timeout: float) -> list[str]:
+def _still_running(pids: list[int], timeout: float) -> list[str]:
     """The processes of ``pids`` still running after ``timeout`` s, by name."""
     deadline = time.monotonic() + timeout
     while True:
@@ -86,7 +86,7 @@ def test_a_sigterm_to_the_whole_process_group_exits_at_once_and_the_restart_repl
 
     proc = _serve(data, port, log)
     group = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]  # Ray's GCS, raylet, workers
-    _import(tmp_path, data, later, LATER_ID)  # through the service: after the last snapshot
+    _import(tmp_path, data, later, LATER_ID)  # through the service
     os.killpg(proc.pid, signal.SIGTERM)
     signalled = time.monotonic()
     try:
@@ -97,7 +97,7 @@ def test_a_sigterm_to_the_whole_process_group_exits_at_once_and_the_restart_repl
     assert code == 2, log.read_text()[-2000:]
     assert time.monotonic() - signalled < 30
     assert "Ray's processes stopped under the service" in log.read_text()
-    assert _gone(group, timeout=15) == []
+    assert _still_running(group, timeout=15) == []
 
     log = tmp_path / "serve-again.log"
     proc = _serve(data, port, log)
