@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,13 +80,19 @@ def _loopback_only(address: str) -> bool:
         return True
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+#: ``(GCS address, environment)`` of the local Ray this process started last (:func:`ensure_ray`).
+_started: tuple[str, dict[str, str]] | None = None
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, env: Mapping[str, str] | None = None) -> None:
     """Make sure this process is connected to Ray.
 
     Reuses a connection already made; else connects to ``address`` (or to the cluster a
     ``ray job submit`` job runs in, via ``RAY_ADDRESS``); else starts a local Ray that listens
-    on 127.0.0.1 only.
+    on 127.0.0.1 only, every process of which (its workers included) runs with the environment
+    variables ``env`` (:func:`local_ray_env`). A connection to an existing Ray ignores ``env``.
     """
+    global _started
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -107,8 +113,33 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     # (cluster.runtime), so that the service's front end, shards and writer go first on shared
     # cores (a top-10 query under live ingest: p50 42 -> 22 ms, p99 126 -> 66 ms on 2 cores).
     os.environ.setdefault(WORKER_NICENESS_ENV, "0")
-    with _on_loopback():
+    env = dict(env or {})
+    with _on_loopback(), _environment(env):  # Ray's processes inherit this process's environment
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    _started = (ray.get_runtime_context().gcs_address, env)
+
+
+@contextmanager
+def _environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Set ``env`` in this process's environment within the block (what it replaced is put back)."""
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def local_ray_env() -> dict[str, str]:
+    """The ``env`` every process of the Ray this process is connected to runs with: what
+    :func:`ensure_ray` gave the local Ray it started; empty for any other Ray (unknown)."""
+    if _started is None or not ray.is_initialized() or ray.get_runtime_context().gcs_address != _started[0]:
+        return {}
+    return dict(_started[1])
 
 
 def cluster_capacity(address: str | None = None) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from typing import Any
 import ray
 from ray import serve
 
-from cluster.local import ensure_ray
+from cluster.local import ensure_ray, local_ray_env
 from cluster.service import names
 from cluster.service.ingress import LOOPBACK, check_port_free, direct_ingress_env, fallback_proxy_port
 from cluster.service.serve_instance import Plan, ingress_plan, record_direct_ingress, serve_running, shutdown_serve
@@ -112,12 +112,16 @@ def _start_front_end(collections: dict[str, Path], host: str, port: int, token: 
         return
     if plan == "restart":
         shutdown_serve()
-    env = {"env_vars": direct_ingress_env(port)}
+    env = direct_ingress_env(port)
+    # A local Ray started with Serve's settings (ensure_ray(env=...)) has them in every process; a
+    # runtime_env would cost each of Serve's actors a second Python start (Ray's setup_worker, about
+    # 1.2 s of CPU on 2 cores, twice on a cold start's longest chain: the controller, then the replica).
+    options = {} if env.items() <= local_ray_env().items() else {"runtime_env": {"env_vars": env}}
     with ThreadPoolExecutor(1) as pool:
         started = None
         if plan != "reuse":
             started = pool.submit(serve.start, http_options={"host": host, "port": fallback_proxy_port(host)},
-                                  logging_config={"enable_access_log": False}, controller_options={"runtime_env": env})
+                                  logging_config={"enable_access_log": False}, controller_options=options)
         from cluster.service.frontend import FRONTEND_CPUS, QueryFrontend
 
         while started is not None and not serve_running():
@@ -125,7 +129,7 @@ def _start_front_end(collections: dict[str, Path], host: str, port: int, token: 
                 started.result()  # raises why Serve did not start
                 break
             time.sleep(0.02)
-        frontend = QueryFrontend.options(ray_actor_options={"num_cpus": FRONTEND_CPUS, "runtime_env": env})
+        frontend = QueryFrontend.options(ray_actor_options={"num_cpus": FRONTEND_CPUS, **options})
         serve.run(frontend.bind(*args), name=APP_NAME, route_prefix="/", blocking=False)
         if started is not None:
             started.result()
@@ -160,7 +164,7 @@ def start_service(
     if host != LOOPBACK and not token:
         raise ConfigError(f"binding to {host} exposes the API beyond this machine: give --token (or bind 127.0.0.1)")
     collections = _collections(data_dirs)
-    ensure_ray(address)
+    ensure_ray(address, env=direct_ingress_env(port))
     _refuse_a_second_service()
     plan = ingress_plan(host, port)
     if plan != "proxy":  # the front end will bind the port itself

@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cluster.service.ingress import LOOPBACK
+from cluster.service.ingress import LOOPBACK, direct_ingress_env
 
 console = Console(stderr=True)
 
@@ -41,9 +41,11 @@ def serve(
     started = time.monotonic()
     from cluster.local import ensure_ray, watching_own_ray
 
-    with ThreadPoolExecutor(1) as pool:  # the service's modules (Ray Serve, FastAPI) load while Ray starts:
-        server = pool.submit(importlib.import_module, "cluster.service.server")  # 1-1.5 s of a cold start
-        ensure_ray(address)  # first: connecting installs Ray's own SIGTERM handler (it aborts the process)
+    with ThreadPoolExecutor(1) as pool:  # the service's modules (Ray Serve, FastAPI, the front end's query
+        server = pool.submit(importlib.import_module, "cluster.service.server")  # engine) load while Ray
+        pool.submit(importlib.import_module, "cluster.service.frontend")  # starts: 2-3 s of a cold start
+        ensure_ray(address, env=direct_ingress_env(port))  # first: connecting installs Ray's own SIGTERM
+        # handler (it aborts the process); a local Ray started here gets Serve's settings for the service
         start_service = server.result().start_service
     with watching_own_ray(_exit_as_ray_stopped):
         # Serve's INFO lines name its fallback proxy's URL ("Application ... is ready at"), not the service's
