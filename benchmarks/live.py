@@ -25,7 +25,10 @@ FAISS, vtest.avi):
    ``--restarts`` runs, each after the previous Ray's processes exited); and the same on a
    running Ray cluster (``ray start --head``, then ``serve --address``, as on KubeRay):
    ``service_restart_on_cluster_s`` (the cluster's first service leaves Serve's controller
-   running, as ``serve run`` does, and each restart deploys its front end on it).
+   running, as ``serve run`` does, and each restart deploys its front end on it). Each cold
+   restart is followed by a cold start of Ray Serve's hello world on the same local Ray settings
+   (``benchmarks/serve_hello.py``, no StreamVision code): ``serve_hello_cold_s``, what Ray and
+   Ray Serve alone take to answer on this machine.
 
     python benchmarks/live.py --out out/
 
@@ -45,12 +48,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
@@ -354,34 +359,50 @@ def _wait_for_ray_to_exit(timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray, address: str | None = None) -> float:
-    """Seconds from starting ``streamvision serve`` (a new process; a new Ray too unless ``address``)
-    to its first answer."""
+def _seconds_to_answer(cmd: list[str], answered: Callable[[], bool]) -> float:
+    """Seconds from starting ``cmd`` (a new process) to the first ``answered()``; then SIGTERM it."""
     started = time.monotonic()
-    cmd = [sys.executable, "-m", "streamvision.cli", "serve", *[a for d in data_dirs for a in ("--data", str(d))],
-           "--port", str(port), *(["--address", address] if address else [])]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with ServiceClient(f"http://127.0.0.1:{port}", collection=data_dirs[0].name, timeout_s=5) as client:
-            while time.monotonic() - started < 300:
-                try:
-                    if client.similar(q, k=1)[0]:
-                        return time.monotonic() - started
-                except Exception:  # noqa: BLE001 - not up yet
-                    time.sleep(0.1)
-        raise RuntimeError("the restarted service never answered")
+        while time.monotonic() - started < 300:
+            try:
+                if answered():
+                    return time.monotonic() - started
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.1)
+        raise RuntimeError(f"{' '.join(cmd)} never answered")
     finally:
-        proc.terminate()  # SIGTERM: snapshots written, actors and the front end stopped
+        proc.terminate()  # the service: snapshots written, actors and the front end stopped
         proc.wait(120)
 
 
+def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray, address: str | None = None) -> float:
+    """Seconds from starting ``streamvision serve`` (a new process; a new Ray too unless ``address``)
+    to its first answer."""
+    cmd = [sys.executable, "-m", "streamvision.cli", "serve", *[a for d in data_dirs for a in ("--data", str(d))],
+           "--port", str(port), *(["--address", address] if address else [])]
+    with ServiceClient(f"http://127.0.0.1:{port}", collection=data_dirs[0].name, timeout_s=5) as client:
+        return _seconds_to_answer(cmd, lambda: bool(client.similar(q, k=1)[0]))
+
+
+def serve_hello_cold(port: int) -> float:
+    """Seconds from starting ``benchmarks/serve_hello.py`` (a local Ray and Ray Serve's hello world,
+    no StreamVision code) to its first answer: what a cold start of Ray Serve alone takes here."""
+    with httpx.Client(timeout=5) as client:
+        return _seconds_to_answer([sys.executable, str(REPO / "benchmarks" / "serve_hello.py"), str(port)],
+                                  lambda: client.get(f"http://127.0.0.1:{port}/hello").status_code == 200)
+
+
 def restarts(data_dirs: list[Path], port: int, q: np.ndarray, runs: int) -> dict[str, Any]:
-    """Cold restarts (``streamvision serve`` starting its own Ray) and service restarts on a running
-    Ray cluster (``--address``, as on KubeRay), ``runs`` of each; medians and every run."""
-    cold = []
-    for _ in range(runs):
+    """Cold restarts (``streamvision serve`` starting its own Ray), each beside a cold start of Ray
+    Serve's hello world, and service restarts on a running Ray cluster (``--address``, as on
+    KubeRay), ``runs`` of each; medians and every run."""
+    cold, hello = [], []
+    for run in range(runs):
         _wait_for_ray_to_exit()
         cold.append(restart_to_first_answer(data_dirs, port, q))
+        _wait_for_ray_to_exit()
+        hello.append(serve_hello_cold(port + 100 + run))  # a port of its own: the service's may be in TIME_WAIT
     _wait_for_ray_to_exit()
     head = subprocess.run(["ray", "start", "--head", "--num-cpus", str(os.cpu_count()), "--include-dashboard=false",
                            "--node-ip-address", "127.0.0.1", "--port", "6390", "--disable-usage-stats"],
@@ -394,6 +415,7 @@ def restarts(data_dirs: list[Path], port: int, q: np.ndarray, runs: int) -> dict
     finally:
         subprocess.run(["ray", "stop", "--force"], capture_output=True)
     return {"restart_to_first_answer_s": float(np.median(cold)), "restart_cold_runs_s": cold,
+            "serve_hello_cold_s": float(np.median(hello)), "serve_hello_cold_runs_s": hello,
             "service_restart_on_cluster_s": float(np.median(on_cluster)), "service_restart_on_cluster_runs_s": on_cluster}
 
 
@@ -416,7 +438,8 @@ def plot(out: Path, live: Live, result: dict[str, Any]) -> None:
     axes[2].set(title=f"actor RSS (max growth {result['rss_growth_mb']:.0f} MB)", xlabel="s", ylabel="MB")
     fig.suptitle(f"live: ingest full/empty {result['ingest_fps_full_vs_empty']:.2f}, "
                  f"restart to first answer {result['restart_to_first_answer_s']:.1f} s "
-                 f"({result['service_restart_on_cluster_s']:.1f} s on a running Ray cluster), "
+                 f"({result['service_restart_on_cluster_s']:.1f} s on a running Ray cluster; Ray Serve's hello "
+                 f"world {result['serve_hello_cold_s']:.1f} s), "
                  f"bulk import {result['bulk_import_vectors_per_s']:,.0f} vectors/s")
     fig.tight_layout()
     fig.savefig(out / "live.png", dpi=110)
