@@ -41,16 +41,11 @@ def serve(
     started = time.monotonic()
     from cluster.local import ensure_ray, watching_own_ray
 
-    # The service's modules (Ray Serve, FastAPI, the front end's query engine) load while Ray starts:
-    # 2-3 s of a cold start. The front end's module is not waited for: the start imports it on a
-    # thread of its own (waiting for this import to finish), while the shards are launched.
-    imports = ThreadPoolExecutor(1, thread_name_prefix="imports")
-    server = imports.submit(importlib.import_module, "cluster.service.server")
-    imports.submit(importlib.import_module, "cluster.service.frontend")
-    imports.shutdown(wait=False)
-    ensure_ray(address, env=direct_ingress_env(port))  # first: connecting installs Ray's own SIGTERM handler
-    # (it aborts the process); a local Ray started here gets Serve's settings for the service
-    start_service = server.result().start_service
+    with ThreadPoolExecutor(1) as pool:  # the service's modules (Ray Serve, FastAPI) load while Ray starts:
+        server = pool.submit(importlib.import_module, "cluster.service.server")  # 1-1.5 s of a cold start
+        ensure_ray(address, env=direct_ingress_env(port))  # first: connecting installs Ray's own SIGTERM
+        # handler (it aborts the process); a local Ray started here gets Serve's settings for the service
+        start_service = server.result().start_service
     with watching_own_ray(_exit_as_ray_stopped):
         # Serve's INFO lines name its fallback proxy's URL ("Application ... is ready at"), not the service's
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
