@@ -89,6 +89,12 @@ PROBE_PERIOD_S = 0.1
 REPO = Path(__file__).resolve().parents[1]
 
 
+def mirrored_jpeg(image: np.ndarray) -> bytes:
+    """``image`` flipped left to right, as a JPEG message payload: a real frame whose vector is not
+    the original's (a copy would tie with the original's top hits)."""
+    return wire.encode_pixels(np.ascontiguousarray(image[:, ::-1]), wire.KIND_JPEG, QUALITY)
+
+
 def preload_vectors(frames: list[np.ndarray], n: int, seed: int = 0) -> Path:
     """``n`` histograms of random crops (24..192 px squares) of the frames, cached as .npy."""
     path = cache_dir() / "bench" / f"live-crops-{n}-seed{seed}-b{HISTOGRAM['bins']}g{HISTOGRAM['grid']}.npy"
@@ -235,8 +241,7 @@ class Live:
             before = client.stats()["ntotal"]
             with FrameProducer(self.servers, "live", linger_ms=0) as producer:
                 for cam in range(self.cameras):
-                    mirrored = wire.encode_pixels(np.ascontiguousarray(decode_image(self.jpegs[cam])[:, ::-1]),
-                                                  wire.KIND_JPEG, QUALITY)
+                    mirrored = mirrored_jpeg(decode_image(self.jpegs[cam]))
                     header = wire.Header(kind=wire.KIND_JPEG, camera=f"cam{cam}", ts=time.time(), frame0=0, pts=0.0,
                                          shape=self.shape, count=1)
                     producer.send(wire.WireMessage(header.camera.encode(), mirrored, header))
@@ -471,7 +476,7 @@ def main() -> None:
     shape = frames[0].shape[:2]
     jpegs = [wire.encode_pixels(f, wire.KIND_JPEG, QUALITY) for f in frames]
     # the backlogs' frames, mirrored: copies of the live phase's vectors would tie with its frames' top hits
-    mirrored = [wire.encode_pixels(np.ascontiguousarray(f[:, ::-1]), wire.KIND_JPEG, QUALITY) for f in frames]
+    mirrored = [mirrored_jpeg(f) for f in frames]
     op = ColorHistogram(**HISTOGRAM)
     own = op.featurize([decode_image(j) for j in jpegs])  # what the pipeline makes of each message
     started = time.monotonic()
