@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 
 PartitionKey = tuple[str, int]
 
+#: How long the broker may hold a fetch before answering (``kafka_options`` may override it).
+#: kafka-python's default, 500 ms, added 140 ms to the median delivery of frames sent every
+#: 100 ms through the embedded broker (p99 274 ms; 10 ms and 60 ms at 100 ms): a frame waits
+#: for a fetch already held open. At 50 ms an idle consumer asks 20 times a second.
+FETCH_MAX_WAIT_MS = 50
+
 
 @dataclass
 class _Pending:
@@ -208,7 +214,7 @@ class KafkaSource(Source):
 
         fetch = self.limits.message_bytes + 1024 * 1024
         self._consumer = KafkaConsumer(
-            **self.settings.client_config("consumer"),
+            **{"fetch_max_wait_ms": FETCH_MAX_WAIT_MS, **self.settings.client_config("consumer")},
             # every partition is positioned explicitly (stored offset or log start); an offset out of
             # range is an error, not a silent jump (see _poll)
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="none",

@@ -14,7 +14,7 @@ from operators.kafka.settings import KafkaSettings, ensure_topic
 from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
 from operators.sinks.offsets import OffsetTracker
-from operators.sources.kafka_source import KafkaSource
+from operators.sources.kafka_source import FETCH_MAX_WAIT_MS, KafkaSource
 from operators.kafka import wire
 from streamvision.core.errors import ConfigError, InputError
 from streamvision.core.lineage import FrameKeyCodec, KafkaKey
@@ -220,6 +220,20 @@ def test_bad_options():
         KafkaSource(topic="t.dlq", bootstrap_servers="127.0.0.1:1")
     with pytest.raises(ConfigError, match="unknown Kafka client option"):
         KafkaSource(topic="t", bootstrap_servers="127.0.0.1:1", kafka_options={"sasl_pw": "x"})
+
+
+def test_the_broker_holds_an_empty_fetch_briefly_unless_told_otherwise(broker):
+    """kafka-python's 500 ms default held frames sent every 100 ms for 140 ms (median) in the
+    embedded broker; ``kafka_options`` still decide."""
+    ensure_topic(KafkaSettings(broker.bootstrap_servers), "s-wait", partitions=1)
+    for options, expected in (({}, FETCH_MAX_WAIT_MS), ({"fetch_max_wait_ms": 300}, 300)):
+        source = _source(broker, "s-wait", "g-wait", kafka_options=options)
+        source.open()
+        try:
+            assert source._consumer.config["fetch_max_wait_ms"] == expected
+        finally:
+            source.close()
+    assert FETCH_MAX_WAIT_MS <= 100
 
 
 def test_resume_offset_past_the_end_is_a_clear_error(broker, images):
