@@ -10,30 +10,29 @@ clips it overlaps. Like an LSM compaction it only rewrites what is stored: a cra
 ``WriteBatch`` leaves the messages, which the next writer picks up again
 (:meth:`~operators.stores.lineage_store.LineageStore.kept_since_last_segment`).
 
-The encoding runs on a background thread at the lowest CPU priority (Linux lets a thread have
-its own), so queries and ingest go first. Frames of odd size (H.264 4:2:0 wants even ones) or
-of mixed sizes stay as the messages they came in.
+A background thread reads each run back and writes its segment; the decoding and encoding run
+in a process of their own at the lowest CPU priority
+(:class:`~operators.stores.clip_encoder.ClipEncoder`), so queries and ingest go first. Not on
+a thread of the writer's process at that priority: holding the writer's GIL while the CPUs are
+busy elsewhere, such a thread stalled the writer (1.5 s seen on 2 cores), and every batch
+behind it. Frames of odd size (H.264 4:2:0 wants even ones) or of mixed sizes
+stay as the messages they came in.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from typing import Iterable
 
-import numpy as np
-
 from operators.kafka import wire
-from operators.producers.segments import encode_h264_segment
-from operators.stores.kept import MESSAGE, SEGMENT, KeptEntry, frames_of
+from operators.stores.clip_encoder import ClipEncoder
+from operators.stores.kept import MESSAGE, SEGMENT, KeptEntry
 from operators.stores.lineage_store import LineageStore
 
 log = logging.getLogger(__name__)
 
-#: Frame rate written into a segment whose frames' rate cannot be told (a single frame).
-DEFAULT_RATE = 10.0
 _Pending = list[tuple[bytes, float, float]]  # (entry key, first, last capture time)
 
 
@@ -49,6 +48,7 @@ class Segmenter:
         self._pending: dict[str, _Pending] = {}
         self._jobs: queue.Queue[tuple[str, _Pending] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.encoder = ClipEncoder()
         self.segments = 0
         self.failed = 0
 
@@ -74,6 +74,7 @@ class Segmenter:
             self._jobs.put(None)
             self._thread.join()
             self._thread = None
+        self.encoder.close()
 
     def _submit(self, camera: str, run: _Pending) -> None:
         if self._thread is None:
@@ -82,13 +83,6 @@ class Segmenter:
         self._jobs.put((camera, list(run)))
 
     def _work(self) -> None:
-        try:  # this thread only (Linux): it runs when nothing else wants the CPU
-            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except (AttributeError, OSError):
-                pass
         while (job := self._jobs.get()) is not None:
             try:
                 self.compact(*job)
@@ -99,29 +93,15 @@ class Segmenter:
     def compact(self, camera: str, run: _Pending) -> bool:
         """Replace the stored entries ``run`` of ``camera`` by one segment; ``False`` (and nothing
         changed) when their frames cannot be one H.264 clip."""
-        images, keys, times, frame_no, pts = [], [], [], [], []
-        for key, _, _ in run:
-            kept = self.store.kept(key)
-            if kept is None:
-                continue
-            decoded = wire.decode(*kept)
-            frame_keys, _ = frames_of(key, kept[1], len(decoded))
-            images.extend(decoded.images)
-            keys.extend(frame_keys)
-            times.extend(decoded.wall_time.tolist())
-            frame_no.extend(decoded.frame_no.tolist())
-            pts.extend(decoded.pts.tolist())
-        shape = images[0].shape if images else None
-        if shape is None or shape[0] % 2 or shape[1] % 2 or any(im.shape != shape for im in images):
+        messages = [(key, *kept) for key, _, _ in run if (kept := self.store.kept(key)) is not None]
+        clip = self.encoder.encode(messages) if messages else None
+        if clip is None:
             return False
-        span = times[-1] - times[0]
-        rate = (len(times) - 1) / span if len(times) > 1 and span > 0 else DEFAULT_RATE
-        clip = encode_h264_segment(images, rate=rate)
-        header = wire.Header(kind=wire.KIND_H264, camera=camera, ts=times[0], frame0=int(frame_no[0]),
-                             pts=float(pts[0]), shape=(int(shape[0]), int(shape[1])), count=len(images))
-        segment = KeptEntry.of_frames(SEGMENT, camera, keys, times,
-                                      [[k, v.decode("latin-1")] for k, v in header.to_kafka()], clip)
-        self.store.replace_kept(run, camera, segment, keys)
+        header = wire.Header(kind=wire.KIND_H264, camera=camera, ts=clip.times[0], frame0=clip.frame0,
+                             pts=clip.pts0, shape=clip.shape, count=len(clip.frame_keys))
+        segment = KeptEntry.of_frames(SEGMENT, camera, clip.frame_keys, clip.times,
+                                      [[k, v.decode("latin-1")] for k, v in header.to_kafka()], clip.data)
+        self.store.replace_kept(run, camera, segment, clip.frame_keys)
         self.segments += 1
         return True
 

@@ -1,0 +1,176 @@
+"""The encoder process of segment compaction: kept messages in, one H.264 clip out.
+
+:class:`ClipEncoder` runs ``python -m operators.stores.clip_encoder`` and talks to it over its
+stdin and stdout, length-prefixed frames of bytes (``multiprocessing.connection``): a JSON head
+(each message's entry key and headers), then each message's payload; back a JSON head (or
+``null``: the frames cannot be one clip) and the clip. No pickle crosses, and the child imports
+nothing of the parent's ``__main__`` (``multiprocessing``'s spawn would run a driver script
+that lacks a ``__main__`` guard again). The child runs at the lowest CPU priority
+(``SCHED_IDLE``, its encoder threads too) and ends when its stdin closes, so a writer killed
+with ``kill -9`` leaves no encoder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from operators.kafka import wire
+from operators.producers.segments import encode_h264_segment
+from operators.stores.kept import frames_of
+
+#: Frame rate written into a segment whose frames' rate cannot be told (a single frame).
+DEFAULT_RATE = 10.0
+#: ``(entry key, value, headers)`` of a kept message.
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+class EncoderError(RuntimeError):
+    """The encoder process failed on a run, or died."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A run of kept messages encoded as one H.264 clip, with what its segment entry records."""
+
+    data: bytes
+    frame_keys: list[bytes]
+    times: list[float]
+    frame0: int
+    pts0: float
+    shape: tuple[int, int]
+
+
+def encode_clip(messages: list[Message]) -> Clip | None:
+    """Decode kept messages and encode their frames as one clip; ``None`` when they cannot be
+    one (no frames, odd or mixed sizes: H.264 4:2:0 wants one even size)."""
+    images, keys, times, frame_no, pts = [], [], [], [], []
+    for key, value, headers in messages:
+        decoded = wire.decode(value, headers)
+        frame_keys, _ = frames_of(key, headers, len(decoded))
+        images.extend(decoded.images)
+        keys.extend(frame_keys)
+        times.extend(decoded.wall_time.tolist())
+        frame_no.extend(decoded.frame_no.tolist())
+        pts.extend(decoded.pts.tolist())
+    shape = images[0].shape if images else None
+    if shape is None or shape[0] % 2 or shape[1] % 2 or any(im.shape != shape for im in images):
+        return None
+    span = times[-1] - times[0]
+    rate = (len(times) - 1) / span if len(times) > 1 and span > 0 else DEFAULT_RATE
+    return Clip(encode_h264_segment(images, rate=rate), keys, times, int(frame_no[0]), float(pts[0]),
+                (int(shape[0]), int(shape[1])))
+
+
+class ClipEncoder:
+    """:func:`encode_clip` in a process of its own, started on first use (again after it died).
+
+    Not thread-safe: one caller at a time (the segmenter's thread).
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._send: Connection | None = None
+        self._recv: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The encoder process's pid, while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def encode(self, messages: list[Message]) -> Clip | None:
+        """The clip of ``messages``, or ``None`` when they cannot be one.
+
+        Raises:
+            EncoderError: the encoder failed on them (its reason), or died on them (a fresh one
+                takes the next run, as after any death).
+        """
+        send, recv = self._start()
+        try:
+            send.send_bytes(json.dumps([[key.hex(), [[n, v.decode("latin-1")] for n, v in headers]]
+                                        for key, _, headers in messages]).encode())
+            for _, value, _ in messages:
+                send.send_bytes(value)
+            head = json.loads(recv.recv_bytes())
+            data = recv.recv_bytes() if isinstance(head, dict) and "frame_keys" in head else b""
+        except (EOFError, OSError) as exc:
+            self.close()
+            raise EncoderError(f"the clip encoder process died ({exc!r})") from exc
+        if head is None:
+            return None
+        if "error" in head:
+            raise EncoderError(head["error"])
+        return Clip(data, [bytes.fromhex(k) for k in head["frame_keys"]], head["times"], head["frame0"],
+                    head["pts0"], tuple(head["shape"]))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close its stdin (it exits) and wait for it."""
+        for conn in (self._send, self._recv):
+            if conn is not None:
+                conn.close()
+        self._send = self._recv = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def _start(self) -> tuple[Connection, Connection]:
+        if self._proc is None or self._proc.poll() is not None:
+            self.close()
+            self._proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE)
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._send = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
+            self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+            self._proc.stdin.close()
+            self._proc.stdout.close()
+        assert self._send is not None and self._recv is not None
+        return self._send, self._recv
+
+
+def _lowest_priority() -> None:
+    """Run only when nothing else wants the CPU (threads started later inherit it)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
+def main() -> None:
+    """The encoder process: answer runs until stdin closes."""
+    _lowest_priority()
+    recv = Connection(0, writable=False)
+    send = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # a stray print must not corrupt the frames
+    while True:
+        try:
+            head = json.loads(recv.recv_bytes())
+            messages = [(bytes.fromhex(key), recv.recv_bytes(), [(n, v.encode("latin-1")) for n, v in headers])
+                        for key, headers in head]
+        except EOFError:
+            return
+        try:
+            clip = encode_clip(messages)
+        except Exception as exc:  # noqa: BLE001 - the writer logs it; the messages stay as they came
+            send.send_bytes(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            continue
+        if clip is None:
+            send.send_bytes(b"null")
+            continue
+        send.send_bytes(json.dumps({"frame_keys": [k.hex() for k in clip.frame_keys], "times": clip.times,
+                                    "frame0": clip.frame0, "pts0": clip.pts0, "shape": list(clip.shape)}).encode())
+        send.send_bytes(clip.data)
+
+
+if __name__ == "__main__":
+    main()
