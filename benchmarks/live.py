@@ -18,8 +18,9 @@ FAISS, vtest.avi):
    ``PROBE_BATCH`` in one batched request), until the frame is its top hit
    (``answerable_p50_ms`` / ``_p99_ms``: capture time to that answer, to within the prober's
    0.1 s), and a querier in a process of its own asks top-10 queries five times a second
-   (``query_p50_ms`` / ``_p99_ms``); every actor's RSS is sampled
-   (``rss_growth_mb``: the largest growth of any actor after the first 10 % of the phase);
+   (``query_p50_ms`` / ``_p99_ms``); the RSS of every actor and of the writers' clip encoder
+   processes is sampled (``rss_growth_mb``: the largest growth of any of them after the first
+   10 % of the phase);
 4. **restart**: the service is stopped (snapshots written) and ``streamvision serve`` started
    again as a new process, its own local Ray included: ``restart_to_first_answer_s`` (median of
    ``--restarts`` runs, each after the previous Ray's processes exited); and the same on a
@@ -168,13 +169,16 @@ def backlogs(servers: str, jpegs: list[bytes], shape: tuple[int, int], collectio
 
 
 def _actor_rss() -> dict[str, float]:
-    """RSS in MB of every Ray actor process (ours, Serve's), keyed ``"pid name"``."""
+    """RSS in MB of every Ray actor process (ours, Serve's) and of the writers' clip encoder
+    processes, keyed ``"pid name"``."""
     out = {}
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = proc.info["cmdline"] or []
             if cmd and cmd[0].startswith("ray::") and "IDLE" not in cmd[0]:
                 out[f"{proc.pid} {cmd[0].split()[0].split('.')[0]}"] = proc.memory_info().rss / 1e6  # no method
+            elif "operators.stores.clip_encoder" in cmd:
+                out[f"{proc.pid} clip_encoder"] = proc.memory_info().rss / 1e6
         except psutil.Error:
             continue
     return out
