@@ -124,8 +124,10 @@ class ClipEncoder:
     def _start(self) -> tuple[Connection, Connection]:
         if self._proc is None or self._proc.poll() is not None:
             self.close()
+            # the parent's import path, whatever set it (a Ray runtime_env's working_dir, py_modules)
+            path = os.pathsep.join(p for p in sys.path if p)
             self._proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE)
+                                          stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
             assert self._proc.stdin is not None and self._proc.stdout is not None
             self._send = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
             self._recv = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
