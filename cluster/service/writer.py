@@ -79,8 +79,9 @@ class WriterActor:
         return self.writer.stats()
 
     def close(self) -> None:
-        """Snapshot the shards and close the store (before the service stops)."""
-        self.writer.close()
+        """Snapshot the shards and close the store (before the service stops); kept runs still
+        queued for compaction stay as their messages, for the next writer."""
+        self.writer.close(finish_compaction=False)
 
 
 def launch_writer(data: str | Path, options: dict[str, Any]) -> Any:

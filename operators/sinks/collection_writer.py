@@ -255,12 +255,16 @@ class CollectionWriter:
         """Patches and vectors written by this writer, and the store position."""
         return {"written": self.written, "vectors": self.vectors, "position": self.store.position,
                 "indexed": self.index.ntotal if self.index is not None else 0,
-                "segments": self.segmenter.segments, "segments_failed": self.segmenter.failed}
+                "segments": self.segmenter.segments, "segments_failed": self.segmenter.failed,
+                "segments_queued": self.segmenter.queued}
 
-    def close(self) -> None:
-        """Snapshot the shards (so that the next open replays nothing), release them, close the store."""
+    def close(self, *, finish_compaction: bool = True) -> None:
+        """Snapshot the shards (so that the next open replays nothing), release them, close the
+        store. ``finish_compaction``: compact the kept runs handed over first (a pipeline's end);
+        otherwise only the one in progress, the rest kept as their messages for the next writer
+        (a service's stop, which a long queue would hold up)."""
         self.snapshot()
         if self.index is not None:
             self.index.close()
-        self.segmenter.close()
+        self.segmenter.close(finish=finish_compaction)
         self.store.close()

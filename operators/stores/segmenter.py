@@ -48,39 +48,73 @@ class Segmenter:
         self._pending: dict[str, _Pending] = {}
         self._jobs: queue.Queue[tuple[str, _Pending] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._queued = 0  # runs handed to the thread and not done yet
+        self._lock = threading.Lock()
         self.encoder = ClipEncoder()
         self.segments = 0
         self.failed = 0
 
+    @property
+    def queued(self) -> int:
+        """Runs handed to the background thread and not yet compacted (or given up)."""
+        return self._queued
+
     def wrote(self, entries: Iterable[KeptEntry]) -> None:
         """Note entries just stored; hand each camera's run that spans its segment length to the
-        background thread."""
+        background thread. A camera's first entries pick up the run an earlier writer left,
+        cut into runs of the segment length too (a long one would be decoded whole)."""
         fresh = [e for e in entries if e.segment_seconds and e.key[:1] == MESSAGE]
         new = {e.key for e in fresh}
-        for camera in {e.camera for e in fresh} - set(self._pending):  # a run an earlier writer left
-            self._pending[camera] = [r for r in self.store.kept_since_last_segment(camera) if r[0] not in new]
         for entry in fresh:
-            run = self._pending[entry.camera]
-            run.append((entry.key, entry.first_ts, entry.last_ts))
-            if run[-1][2] - run[0][1] >= entry.segment_seconds:
-                self._submit(entry.camera, run)
+            if entry.camera not in self._pending:
                 self._pending[entry.camera] = []
+                for left in self.store.kept_since_last_segment(entry.camera):
+                    if left[0] not in new:
+                        self._add(entry.camera, left, entry.segment_seconds)
+            self._add(entry.camera, (entry.key, entry.first_ts, entry.last_ts), entry.segment_seconds)
 
-    def close(self) -> None:
-        """Finish the segments handed over, then stop. A run shorter than its segment stays as
-        its messages, for the next writer to go on with (:meth:`wrote` picks it up)."""
+    def wait(self) -> None:
+        """Wait until every run handed over is compacted (or given up)."""
+        if self._thread is not None:
+            self._jobs.join()
+
+    def close(self, *, finish: bool = True) -> None:
+        """Stop. ``finish``: compact the runs handed over first; otherwise only the one in
+        progress, and the rest stay as their messages, as a RocksDB close leaves pending
+        compactions (the next writer goes on with them). A run shorter than its segment always
+        stays as its messages, for the next writer to go on with (:meth:`wrote` picks it up)."""
         self._pending.clear()
         if self._thread is not None:
+            while not finish:
+                try:
+                    self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                self._done()
             self._jobs.put(None)
             self._thread.join()
             self._thread = None
         self.encoder.close()
 
+    def _add(self, camera: str, entry: tuple[bytes, float, float], segment_seconds: float) -> None:
+        run = self._pending[camera]
+        run.append(entry)
+        if run[-1][2] - run[0][1] >= segment_seconds:
+            self._submit(camera, run)
+            self._pending[camera] = []
+
     def _submit(self, camera: str, run: _Pending) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="segmenter", daemon=True)
             self._thread.start()
+        with self._lock:
+            self._queued += 1
         self._jobs.put((camera, list(run)))
+
+    def _done(self) -> None:
+        with self._lock:
+            self._queued -= 1
+        self._jobs.task_done()
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -89,6 +123,9 @@ class Segmenter:
             except Exception:  # noqa: BLE001 - the messages stay kept as they came; ingest goes on
                 self.failed += 1
                 log.exception("could not compact %d kept messages of %s into a segment", len(job[1]), job[0])
+            finally:
+                self._done()
+        self._jobs.task_done()
 
     def compact(self, camera: str, run: _Pending) -> bool:
         """Replace the stored entries ``run`` of ``camera`` by one segment; ``False`` (and nothing

@@ -129,6 +129,46 @@ def test_a_new_writer_goes_on_with_the_run_an_earlier_one_left(tmp_path, vtest_p
             assert store.kept_frame(KafkaKey("t", 0, i, 0).encode()) == (key, i)
 
 
+def test_a_long_run_left_behind_is_cut_into_segment_long_runs(tmp_path, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(7))]
+    with LineageStore(tmp_path / "db") as store:
+        left = _jpeg_entries(images[:6], 0, segment_seconds=60.0)  # 5 s, kept as messages
+        store.write_patches(PatchBatch.empty(), kept=left)
+        Segmenter(store).close()
+        later = Segmenter(store)  # a restarted writer whose camera now has 2 s segments
+        more = _jpeg_entries(images[6:], 6, segment_seconds=2.0)
+        store.write_patches(PatchBatch.empty(), kept=more)
+        later.wrote(more)
+        later.close()
+        assert later.segments == 2  # 100..102 and 103..105, not one run of six decoded whole
+        spans = [(first, last) for key, first, last in store.kept_between("cam", 0, 1e9)]
+        assert spans == [(100.0, 102.0), (103.0, 105.0), (106.0, 106.0)]  # the last one still a message
+
+
+def test_a_stop_that_does_not_finish_leaves_the_queued_runs_as_messages(tmp_path, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(10))]
+    with LineageStore(tmp_path / "db") as store:
+        entries = _jpeg_entries(images, 0, segment_seconds=1.0)  # a run of two each
+        store.write_patches(PatchBatch.empty(), kept=entries)
+        stopping = Segmenter(store)
+        stopping.wrote(entries)
+        assert stopping.queued == 5
+        stopping.close(finish=False)  # the encoder process is still starting for the first run
+        assert stopping.queued == 0 and stopping.segments <= 1
+        keys = [key for key, _, _ in store.kept_between("cam", 0, 1e9)]
+        assert len(keys) == 10 - stopping.segments  # every frame kept, as a message or in a segment
+        later = Segmenter(store)
+        more = _jpeg_entries(images[:1], 10, segment_seconds=1.0)
+        store.write_patches(PatchBatch.empty(), kept=more)
+        later.wrote(more)
+        assert later.queued >= 4
+        later.wait()
+        assert later.queued == 0 and later.segments + stopping.segments == 5
+        later.close()
+        for i in range(10):
+            assert store.kept_frame(KafkaKey("t", 0, i, 0).encode()) is not None
+
+
 def test_none_keeps_no_pixels_and_bad_formats_are_refused(broker, topic, tmp_path):
     decoded = _ingest(broker, topic, tmp_path / "none", "none")
     with streamvision.connect(tmp_path / "none") as sv:

@@ -88,7 +88,7 @@ def test_sink_indexes_tracks_offsets_and_recovers_the_index(tmp_path, vectors_ba
     assert sink.last_offsets == {("cam", 0): 10}  # the watermark acked again, nothing newer completed
     assert sink.committed_offsets() == {("cam", 0): 10}
     assert sink.stats() == {"written": 20, "vectors": 20, "position": 2, "indexed": 10, "segments": 0,
-                            "segments_failed": 0}
+                            "segments_failed": 0, "segments_queued": 0}
     sink.close()
     assert sink.stats()["indexed"] == 10  # the last stats survive close
     manifest = read_manifest(tmp_path / "data")
@@ -111,7 +111,7 @@ def test_sink_without_its_index_stores_vectors_and_readers_replay_them(tmp_path,
     sink.open()
     sink.write(later_batch)
     assert sink.stats() == {"written": 10, "vectors": 10, "position": 2, "indexed": 0, "segments": 0,
-                            "segments_failed": 0}  # nothing held in memory
+                            "segments_failed": 0, "segments_queued": 0}  # nothing held in memory
     bad = later_batch.take(np.arange(2))
     bad.vectors = np.full_like(bad.vectors, np.nan)
     with pytest.raises(InputError, match="NaN"):  # checked as strictly as by the index
