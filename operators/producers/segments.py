@@ -21,8 +21,12 @@ import numpy as np
 from streamvision.core.errors import InputError
 
 
-def encode_h264_segment(images: Sequence[np.ndarray], rate: float, crf: int = 23, preset: str = "veryfast") -> bytes:
+def encode_h264_segment(images: Sequence[np.ndarray], rate: float, crf: int = 23, preset: str = "veryfast",
+                        threads: int = 0) -> bytes:
     """Encode ``(h, w, 3)`` uint8 RGB frames (one size, even dimensions) as an MPEG-TS clip.
+
+    ``preset`` and ``crf`` are libx264's; ``threads`` its encoder threads (0: libx264's choice,
+    one per core and more).
 
     Raises:
         InputError: no frames, mixed sizes, or odd dimensions (H.264 4:2:0 needs even ones).
@@ -41,7 +45,8 @@ def encode_h264_segment(images: Sequence[np.ndarray], rate: float, crf: int = 23
     with av.open(buf, mode="w", format="mpegts") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": preset, "tune": "zerolatency", "crf": str(crf), "g": str(len(images))}
+        stream.options = {"preset": preset, "tune": "zerolatency", "crf": str(crf), "g": str(len(images)),
+                          "threads": str(threads)}
         for i, image in enumerate(images):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = i

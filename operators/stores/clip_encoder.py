@@ -25,6 +25,13 @@ from operators.stores.kept import frames_of
 
 #: Frame rate written into a segment whose frames' rate cannot be told (a single frame).
 DEFAULT_RATE = 10.0
+#: libx264's preset for compaction. Compaction runs beside live ingest, and on a small host no
+#: CPU priority keeps it off ingest's back (two vCPUs may share one core); ``ultrafast`` with
+#: one thread costs a third of the CPU of ``veryfast`` with libx264's threads (4 against 11 ms
+#: a 768x576 frame, on 100-frame segments here), for 1.7 times the bytes, still a fifth of JPEG's.
+PRESET = "ultrafast"
+#: libx264 threads for compaction: one, so that it never takes every core at once.
+THREADS = 1
 #: ``(entry key, value, headers)`` of a kept message.
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -62,7 +69,7 @@ def encode_clip(messages: list[Message]) -> Clip | None:
         return None
     span = times[-1] - times[0]
     rate = (len(times) - 1) / span if len(times) > 1 and span > 0 else DEFAULT_RATE
-    return Clip(encode_h264_segment(images, rate=rate), keys, times, int(frame_no[0]), float(pts[0]),
+    return Clip(encode_h264_segment(images, rate=rate, preset=PRESET, threads=THREADS), keys, times, int(frame_no[0]), float(pts[0]),
                 (int(shape[0]), int(shape[1])))
 
 
