@@ -137,7 +137,8 @@ def backlog(servers: str, jpegs: list[bytes], shape: tuple[int, int], data: Path
     with FrameProducer(servers, topic) as producer:
         for i in range(messages):
             cam = i % cameras
-            header = wire.Header(kind=wire.KIND_JPEG, camera=f"cam{cam}", ts=1000.0 + i, frame0=i, pts=i / 10,
+            at = (i // cameras) / 10  # each camera at 10 frames/s: compaction gets 10 s segments
+            header = wire.Header(kind=wire.KIND_JPEG, camera=f"cam{cam}", ts=1000.0 + at, frame0=i // cameras, pts=at,
                                  shape=shape, count=1)
             producer.send(wire.WireMessage(header.camera.encode(), jpegs[(cam * 265 + i // cameras) % len(jpegs)],
                                            header))
@@ -166,6 +167,25 @@ def backlogs(servers: str, jpegs: list[bytes], shape: tuple[int, int], collectio
             "ingest_fps_full_vs_empty": float(np.median(ratios)), "ingest_fps_empty_runs": fps["empty"],
             "ingest_fps_full_runs": fps["full"], "backlog_first_frame_s_empty": waits["empty"],
             "backlog_first_frame_s_full": waits["full"]}
+
+
+def compaction_drain(collections: list[Path], timeout_s: float = 900.0) -> float:
+    """Seconds until the writers of ``collections`` have compacted every kept run handed to them
+    (``segments_queued`` 0). The live phase waits for it, so that it measures ingest beside the
+    live frames' own compaction, not beside the backlogs' catch-up: on this host two busy vCPUs
+    give about one core's work (two spinning processes each run at half the speed of one alone),
+    so the catch-up slows ingest whatever its CPU priority."""
+    import ray
+
+    from cluster.service.writer import find_writer
+
+    started = time.monotonic()
+    writers = [find_writer(data) for data in collections]
+    while any(ray.get(w.stats.remote())["segments_queued"] for w in writers if w is not None):
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"compaction still queued after {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
 
 
 def _actor_rss() -> dict[str, float]:
@@ -504,6 +524,8 @@ def main() -> None:
             result["recall_at_10"] = recall_at_10(service.url, full.name, npy)
             result.update(backlogs(broker.bootstrap_servers, mirrored, shape, {"empty": empty, "full": full},
                                    args.backlog, args.cameras, args.backlog_rounds))
+            result["compaction_drain_s"] = compaction_drain([full, empty])
+            print(f"backlogs compacted {result['compaction_drain_s']:.0f}s after the last one", flush=True)
             live = Live(broker.bootstrap_servers, service.url, full, jpegs, own, shape, args.cameras, args.rate,
                         args.duration)
             result.update(live.run())
