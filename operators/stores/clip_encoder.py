@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from operators.kafka import wire
-from operators.producers.segments import encode_h264_segment
+from operators.producers.segments import H264SegmentEncoder
 from operators.stores.kept import frames_of
 
 #: Frame rate written into a segment whose frames' rate cannot be told (a single frame).
@@ -53,24 +53,39 @@ class Clip:
 
 
 def encode_clip(messages: list[Message]) -> Clip | None:
-    """Decode kept messages and encode their frames as one clip; ``None`` when they cannot be
-    one (no frames, odd or mixed sizes: H.264 4:2:0 wants one even size)."""
-    images, keys, times, frame_no, pts = [], [], [], [], []
-    for key, value, headers in messages:
-        decoded = wire.decode(value, headers)
-        frame_keys, _ = frames_of(key, headers, len(decoded))
-        images.extend(decoded.images)
-        keys.extend(frame_keys)
-        times.extend(decoded.wall_time.tolist())
-        frame_no.extend(decoded.frame_no.tolist())
-        pts.extend(decoded.pts.tolist())
-    shape = images[0].shape if images else None
-    if shape is None or shape[0] % 2 or shape[1] % 2 or any(im.shape != shape for im in images):
-        return None
-    span = times[-1] - times[0]
-    rate = (len(times) - 1) / span if len(times) > 1 and span > 0 else DEFAULT_RATE
-    return Clip(encode_h264_segment(images, rate=rate, preset=PRESET, threads=THREADS), keys, times, int(frame_no[0]), float(pts[0]),
-                (int(shape[0]), int(shape[1])))
+    """Decode kept messages and encode their frames as one clip, a message at a time (one
+    message's frames in memory, however long the run); ``None`` when they cannot be one (no
+    frames, odd or mixed sizes: H.264 4:2:0 wants one even size)."""
+    heads = [wire.parse_header(headers) for _, _, headers in messages]
+    total = sum(head.count or 1 for head in heads)
+    span = heads[-1].ts - heads[0].ts if heads else 0.0
+    rate = (total - 1) / span if total > 1 and span > 0 else DEFAULT_RATE
+    encoder: H264SegmentEncoder | None = None
+    keys, times, frame_no, pts = [], [], [], []
+    try:
+        for key, value, headers in messages:
+            decoded = wire.decode(value, headers)
+            for image in decoded.images:
+                if encoder is None:
+                    if image.shape[0] % 2 or image.shape[1] % 2:
+                        return None
+                    encoder = H264SegmentEncoder(image.shape[:2], rate=rate, frames=total, preset=PRESET,
+                                                 threads=THREADS)
+                if image.shape != encoder.shape:
+                    return None
+                encoder.add(image)
+            keys.extend(frames_of(key, headers, len(decoded))[0])
+            times.extend(decoded.wall_time.tolist())
+            frame_no.extend(decoded.frame_no.tolist())
+            pts.extend(decoded.pts.tolist())
+        if encoder is None:
+            return None
+        h, w = encoder.shape[:2]
+        data = encoder.finish()
+    finally:
+        if encoder is not None:
+            encoder.close()
+    return Clip(data, keys, times, int(frame_no[0]), float(pts[0]), (int(h), int(w)))
 
 
 class ClipEncoder:

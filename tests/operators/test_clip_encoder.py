@@ -80,3 +80,18 @@ def test_the_encoder_ends_with_its_stdin(vtest_path):
     enc.close()
     assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     assert enc.pid is None
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+def test_a_long_run_is_encoded_a_message_at_a_time(encoder, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(150))]
+    assert encoder.encode(_messages(images[:2])) is not None  # the process and its libraries, warm
+    before = _peak_rss_mb(encoder.pid)
+    clip = encoder.encode(_messages(images))
+    assert clip is not None and len(clip.frame_keys) == 150
+    grown = _peak_rss_mb(encoder.pid) - before
+    assert grown < 60, grown  # 150 decoded 768x576 frames would be 199 MB
