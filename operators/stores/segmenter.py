@@ -98,9 +98,6 @@ class Segmenter:
 
     def _add(self, camera: str, entry: tuple[bytes, float, float], segment_seconds: float) -> None:
         run = self._pending[camera]
-        if run and entry[1] < run[-1][2]:  # the camera's time went back: a segment spans one stretch of time
-            self._submit(camera, run)
-            run = self._pending[camera] = []
         run.append(entry)
         if run[-1][2] - run[0][1] >= segment_seconds:
             self._submit(camera, run)

@@ -145,21 +145,6 @@ def test_a_long_run_left_behind_is_cut_into_segment_long_runs(tmp_path, vtest_pa
         assert spans == [(100.0, 102.0), (103.0, 105.0), (106.0, 106.0)]  # the last one still a message
 
 
-def test_a_run_ends_where_the_camera_time_goes_back(tmp_path, vtest_path):
-    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(5))]
-    with LineageStore(tmp_path / "db") as store:
-        entries = _jpeg_entries(images[:3], 0, segment_seconds=60.0)  # 100..102
-        entries += [replace(e, first_ts=e.first_ts - 20, last_ts=e.last_ts - 20)  # then 83..84: a clock set back
-                    for e in _jpeg_entries(images[3:], 3, segment_seconds=60.0)]
-        store.write_patches(PatchBatch.empty(), kept=entries)
-        segmenter = Segmenter(store)
-        segmenter.wrote(entries)
-        segmenter.close()
-        assert segmenter.segments == 1
-        spans = [(first, last) for key, first, last in store.kept_between("cam", 0, 1e9)]
-        assert spans == [(83.0, 83.0), (84.0, 84.0), (100.0, 102.0)]  # a time-range load still finds each
-
-
 def test_a_stop_that_does_not_finish_leaves_the_queued_runs_as_messages(tmp_path, vtest_path):
     images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(10))]
     with LineageStore(tmp_path / "db") as store:
