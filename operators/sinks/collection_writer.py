@@ -203,13 +203,14 @@ class CollectionWriter:
         before = self.tracker.copy()
         try:
             offsets = self.tracker.complete(batch.meta.get("offset_ranges", []))  # type: ignore[arg-type]
-            kept = batch.meta.get("kept") or []
-            written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes(),
-                                               kept=kept)  # type: ignore[arg-type]
+            with self.segmenter.replacing:  # no segment replaces a message between the check and the write
+                kept = self.store.not_in_segments(batch.meta.get("kept") or [])  # type: ignore[arg-type]
+                written = self.store.write_patches(batch, offsets=offsets, offset_state=self.tracker.state_changes(),
+                                                   kept=kept)
         except BaseException:
             self.tracker = before  # nothing was written: the batch's offsets are not done
             raise
-        self.segmenter.wrote(kept)  # type: ignore[arg-type]
+        self.segmenter.wrote(kept)
         if vectors is not None:
             self._apply(batch.ids, vectors)
         self.written += written

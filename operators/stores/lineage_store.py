@@ -759,6 +759,18 @@ class LineageStore:
             return None
         return ref[4:], struct.unpack(">I", ref[:4])[0]
 
+    def not_in_segments(self, entries: list[KeptEntry]) -> list[KeptEntry]:
+        """``entries`` but the messages whose frames a segment holds already (a batch replayed
+        after its messages were compacted: stored again, they would sit beside their segment and
+        be compacted a second time). One multi-get of their first frames' refs."""
+        messages = [e for e in entries if e.key[:1] == kept_entries.MESSAGE]
+        cf = self._open_pixels()
+        if not messages or cf is None:
+            return entries
+        refs = cf.get([kept_entries.REF + kept_entries.frames_of(e.key, [], 1)[0][0] for e in messages])
+        held = {e.key for e, ref in zip(messages, refs) if ref is not None}
+        return [e for e in entries if e.key not in held] if held else entries
+
     def kept_between(self, camera: str, start: float, end: float) -> Iterator[tuple[bytes, float, float]]:
         """``(entry key, first, last capture time)`` of ``camera``'s kept entries holding a frame
         in ``[start, end)`` seconds, in time order: a seek to the first entry whose last frame is

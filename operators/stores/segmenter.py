@@ -33,7 +33,7 @@ from operators.stores.lineage_store import LineageStore
 
 log = logging.getLogger(__name__)
 
-_Pending = list[tuple[bytes, float, float]]  # (entry key, first, last capture time)
+_Run = list[tuple[bytes, float, float]]  # (entry key, first, last capture time)
 
 
 class Segmenter:
@@ -45,11 +45,16 @@ class Segmenter:
 
     def __init__(self, store: LineageStore) -> None:
         self.store = store
-        self._pending: dict[str, _Pending] = {}
-        self._jobs: queue.Queue[tuple[str, _Pending] | None] = queue.Queue()
+        self._pending: dict[str, dict[bytes, tuple[float, float]]] = {}  # camera -> its run, by entry key
+        self._jobs: queue.Queue[tuple[str, _Run] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._queued = 0  # runs handed to the thread and not done yet
+        self._handed_over: set[bytes] = set()  # their entries' keys
         self._lock = threading.Lock()
+        #: Held while a segment replaces its messages. A writer holds it from checking which of a
+        #: batch's messages segments hold already (:meth:`LineageStore.not_in_segments`) until
+        #: it has stored the others, so that no message comes back beside the segment holding it.
+        self.replacing = threading.Lock()
         self.encoder = ClipEncoder()
         self.segments = 0
         self.failed = 0
@@ -62,12 +67,13 @@ class Segmenter:
     def wrote(self, entries: Iterable[KeptEntry]) -> None:
         """Note entries just stored; hand each camera's run that spans its segment length to the
         background thread. A camera's first entries pick up the run an earlier writer left,
-        cut into runs of the segment length too (a long one would be decoded whole)."""
+        cut into runs of the segment length too (a long one would be decoded whole). An entry
+        a run holds already, pending or handed over (a replayed batch), is not added again."""
         fresh = [e for e in entries if e.segment_seconds and e.key[:1] == MESSAGE]
         new = {e.key for e in fresh}
         for entry in fresh:
             if entry.camera not in self._pending:
-                self._pending[entry.camera] = []
+                self._pending[entry.camera] = {}
                 for left in self.store.kept_since_last_segment(entry.camera):
                     if left[0] not in new:
                         self._add(entry.camera, left, entry.segment_seconds)
@@ -87,10 +93,10 @@ class Segmenter:
         if self._thread is not None:
             while not finish:
                 try:
-                    self._jobs.get_nowait()
+                    _, run = self._jobs.get_nowait()  # type: ignore[misc]
                 except queue.Empty:
                     break
-                self._done()
+                self._done(run)
             self._jobs.put(None)
             self._thread.join()
             self._thread = None
@@ -98,22 +104,27 @@ class Segmenter:
 
     def _add(self, camera: str, entry: tuple[bytes, float, float], segment_seconds: float) -> None:
         run = self._pending[camera]
-        run.append(entry)
-        if run[-1][2] - run[0][1] >= segment_seconds:
-            self._submit(camera, run)
-            self._pending[camera] = []
+        key, first, last = entry
+        if key in run or key in self._handed_over:
+            return
+        run[key] = (first, last)
+        if last - next(iter(run.values()))[0] >= segment_seconds:
+            self._submit(camera, [(k, f, t) for k, (f, t) in run.items()])
+            self._pending[camera] = {}
 
-    def _submit(self, camera: str, run: _Pending) -> None:
+    def _submit(self, camera: str, run: _Run) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="segmenter", daemon=True)
             self._thread.start()
         with self._lock:
             self._queued += 1
-        self._jobs.put((camera, list(run)))
+            self._handed_over.update(key for key, _, _ in run)
+        self._jobs.put((camera, run))
 
-    def _done(self) -> None:
+    def _done(self, run: _Run) -> None:
         with self._lock:
             self._queued -= 1
+            self._handed_over.difference_update(key for key, _, _ in run)
         self._jobs.task_done()
 
     def _work(self) -> None:
@@ -124,10 +135,10 @@ class Segmenter:
                 self.failed += 1
                 log.exception("could not compact %d kept messages of %s into a segment", len(job[1]), job[0])
             finally:
-                self._done()
+                self._done(job[1])
         self._jobs.task_done()
 
-    def compact(self, camera: str, run: _Pending) -> bool:
+    def compact(self, camera: str, run: _Run) -> bool:
         """Replace the stored entries ``run`` of ``camera`` by one segment; ``False`` (and nothing
         changed) when their frames cannot be one H.264 clip."""
         messages = [(key, *kept) for key, _, _ in run if (kept := self.store.kept(key)) is not None]
@@ -138,7 +149,8 @@ class Segmenter:
                              pts=clip.pts0, shape=clip.shape, count=len(clip.frame_keys))
         segment = KeptEntry.of_frames(SEGMENT, camera, clip.frame_keys, clip.times,
                                       [[k, v.decode("latin-1")] for k, v in header.to_kafka()], clip.data)
-        self.store.replace_kept(run, camera, segment, clip.frame_keys)
+        with self.replacing:
+            self.store.replace_kept(run, camera, segment, clip.frame_keys)
         self.segments += 1
         return True
 

@@ -12,6 +12,7 @@ import pytest
 import streamvision
 from operators.producers import FrameProducer
 from operators.producers.frame_reader import FrameReader
+from operators.sinks.collection_writer import CollectionWriter
 from operators.sinks.store_sink import StoreSink
 from operators.sources.kafka_source import KafkaSource
 from operators.kafka import wire
@@ -167,6 +168,38 @@ def test_a_stop_that_does_not_finish_leaves_the_queued_runs_as_messages(tmp_path
         later.close()
         for i in range(10):
             assert store.kept_frame(KafkaKey("t", 0, i, 0).encode()) is not None
+
+
+def test_a_batch_replayed_while_its_run_is_pending_adds_its_frames_once(tmp_path, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(4))]
+    entries = _jpeg_entries(images, 0, segment_seconds=3.0)  # 100..103: one run
+    with LineageStore(tmp_path / "db") as store:
+        segmenter = Segmenter(store)
+        for batch in (entries[:2], entries[:2], entries[2:]):  # the first batch twice: a replay
+            store.write_patches(PatchBatch.empty(), kept=batch)
+            segmenter.wrote(batch)
+        segmenter.close()
+        assert segmenter.segments == 1
+        (key, _, _), = store.kept_between("cam", 0, 1e9)
+        assert len(kept.frames_of(key, store.kept(key)[1], 0)[0]) == 4  # not 6
+        for i in range(4):
+            assert store.kept_frame(KafkaKey("t", 0, i, 0).encode()) == (key, i)
+
+
+def test_a_batch_replayed_after_its_messages_were_compacted_does_not_bring_them_back(tmp_path, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(4))]
+    entries = _jpeg_entries(images, 0, segment_seconds=2.0)  # 100..102 a segment, 103 left as its message
+    writer = CollectionWriter(tmp_path / "data", None, dim=8)
+    writer.write(PatchBatch.empty({"kept": entries}))
+    writer.segmenter.wait()
+    assert writer.segmenter.segments == 1
+    assert writer.store.not_in_segments(entries) == entries[3:]
+    writer.write(PatchBatch.empty({"kept": entries}))  # replayed: a writer restart retried it
+    writer.close()
+    assert writer.segmenter.segments == 1  # 100..102 not compacted again
+    with LineageStore(tmp_path / "data" / "lineage", read_only=True) as store:
+        spans = [(key[:1], first, last) for key, first, last in store.kept_between("cam", 0, 1e9)]
+        assert spans == [(kept.SEGMENT, 100.0, 102.0), (kept.MESSAGE, 103.0, 103.0)]
 
 
 def test_none_keeps_no_pixels_and_bad_formats_are_refused(broker, topic, tmp_path):
