@@ -98,8 +98,6 @@ def encode_h264_segment(images: Sequence[np.ndarray], rate: float, crf: int = 23
     """
     if not images:
         raise InputError("a segment needs at least one frame")
-    if any(im.shape != images[0].shape for im in images):
-        raise InputError("all frames of a segment must have one size")
     encoder = H264SegmentEncoder(images[0].shape[:2], rate=rate, frames=len(images), crf=crf, preset=preset,
                                  threads=threads)
     try:

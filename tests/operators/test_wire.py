@@ -11,6 +11,7 @@ from operators.producers.frame_reader import FrameReader
 from operators.producers.segments import encode_h264_segment
 from operators.kafka import wire
 from operators.limits import DecodeLimits
+from streamvision.core.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,16 @@ def test_h264_segment_round_trip(frames):
         errors = [np.abs(out.images[i].astype(int) - im.astype(int)).mean() for im in images]
         assert int(np.argmin(errors)) == i
 
+
+
+def test_h264_segment_refuses_mixed_or_odd_sizes_and_no_frames(frames):
+    image = frames[0][0]
+    with pytest.raises(InputError, match="one size"):
+        encode_h264_segment([image, image[:-2]], rate=10.0)
+    with pytest.raises(InputError, match="even frame dimensions"):
+        encode_h264_segment([image[:-1]], rate=10.0)
+    with pytest.raises(InputError, match="at least one frame"):
+        encode_h264_segment([], rate=10.0)
 
 # ---------------------------------------------------------------------------- bad messages
 def _jpeg(frames) -> wire.WireMessage:
