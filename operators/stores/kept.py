@@ -14,6 +14,9 @@ segment     ``s`` camera 0 start_us(8) first frame key       an H.264 clip of N 
                                                              starts with its own keyframe)
 ref         ``r`` frame key                                  which segment holds a frame, and where
 time        ``t`` camera 0 last_us(8) entry key              first_us(8): the time index of entries
+span        ``w`` camera                                     span_us(8): the widest entry of the camera
+                                                             (last - first), which bounds a time-range
+                                                             scan where entries overlap
 ==========  ===============================================  ==========================================
 
 The frames of a message entry are those of the message (frame keys
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 
 from streamvision.core.lineage import KafkaKey
 
-MESSAGE, FRAME, SEGMENT, REF, TIME = b"m", b"f", b"s", b"r", b"t"
+MESSAGE, FRAME, SEGMENT, REF, TIME, SPAN = b"m", b"f", b"s", b"r", b"t", b"w"
 _SEP = b"\x00"
 #: Header of a frame or segment entry: the hex frame keys of its frames, in order (JSON list).
 H_FRAME_KEYS = "frame-keys"
@@ -50,6 +53,11 @@ def message_key(topic: str, partition: int, offset: int) -> bytes:
 def time_prefix(camera: str) -> bytes:
     """The prefix of a camera's time-index keys."""
     return TIME + camera.encode() + _SEP
+
+
+def span_key(camera: str) -> bytes:
+    """The key of a camera's widest-entry record."""
+    return SPAN + camera.encode()
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class KeptEntry:
             key = SEGMENT + camera.encode() + _SEP + ts_us(times[0]) + frame_keys[0]
         named = [*headers, [H_FRAME_KEYS, json.dumps([k.hex() for k in frame_keys])],
                  [H_FRAME_TIMES, json.dumps([float(t) for t in times])]]
-        return cls(key, camera, float(times[0]), float(times[-1]), named, value)
+        return cls(key, camera, float(min(times)), float(max(times)), named, value)
 
     @property
     def time_key(self) -> bytes:
@@ -118,5 +126,5 @@ def frames_of(key: bytes, headers: list[tuple[str, bytes]], count: int) -> tuple
     return keys, [float(t) for t in json.loads(named[H_FRAME_TIMES])]
 
 
-__all__ = ["FRAME", "H_FRAME_KEYS", "H_FRAME_TIMES", "KeptEntry", "MESSAGE", "REF", "SEGMENT", "TIME",
-           "decode_entry", "frames_of", "message_key", "time_prefix", "ts_us"]
+__all__ = ["FRAME", "H_FRAME_KEYS", "H_FRAME_TIMES", "KeptEntry", "MESSAGE", "REF", "SEGMENT", "SPAN", "TIME",
+           "decode_entry", "frames_of", "message_key", "span_key", "time_prefix", "ts_us"]

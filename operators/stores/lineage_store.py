@@ -345,6 +345,8 @@ class LineageStore:
         self._pixel_db: tuple[rocksdict.Rdict, Any, Any] | None = None  # db, segments family, its handle
         self._pixel_scratch: tempfile.TemporaryDirectory | None = None  # type: ignore[type-arg]
         self._catching_up = threading.Lock()  # readers on several threads may ask at once
+        self._spans: dict[str, int] = {}  # camera -> its widest kept entry (us), as recorded
+        self._recording_span = threading.Lock()  # the writer's thread and its segmenter's record them
         if not read_only:
             self._open_pixels()
         self._position = self._last_position()
@@ -773,22 +775,29 @@ class LineageStore:
 
     def kept_between(self, camera: str, start: float, end: float) -> Iterator[tuple[bytes, float, float]]:
         """``(entry key, first, last capture time)`` of ``camera``'s kept entries holding a frame
-        in ``[start, end)`` seconds, in time order: a seek to the first entry whose last frame is
-        at or after ``start``, stopping at the first that begins at or after ``end`` (a camera's
-        entries follow each other in time), so only the entries that overlap are read."""
+        in ``[start, end)`` seconds, in the order of their last frames: a seek to the first entry
+        whose last frame is at or after ``start``, stopping where the last frame is ``end`` plus
+        the camera's widest entry (:data:`~operators.stores.kept.SPAN`) or more: no entry from
+        there on begins before ``end``. Entries overlap where frames came late (operator replicas
+        finishing out of order) or a camera's clock went back; the scan reads those that might.
+        A camera with no span record (written before there were any) stops at the first entry
+        beginning at or after ``end``, as its entries were written in time order."""
         cf = self._open_pixels()
         if cf is None:
             return
         head = kept_entries.time_prefix(camera)
         hi = struct.unpack(">Q", _ts_us(end))[0]
+        span = cf.get(kept_entries.span_key(camera))
+        stop = None if span is None else hi + struct.unpack(">Q", span)[0]
         it = cf.iter()
         it.seek(head + _ts_us(start))
         while it.valid() and it.key().startswith(head):
             key, first = it.key(), struct.unpack(">Q", it.value())[0]
-            if first >= hi:
-                return
             last = struct.unpack(">Q", key[len(head):len(head) + 8])[0]
-            yield key[len(head) + 8:], first / 1e6, last / 1e6
+            if (first >= hi) if stop is None else (last >= stop):
+                return
+            if first < hi:
+                yield key[len(head) + 8:], first / 1e6, last / 1e6
             it.next()
 
     def kept_since_last_segment(self, camera: str, limit: int = 1024) -> list[tuple[bytes, float, float]]:
@@ -831,6 +840,28 @@ class LineageStore:
         h = self._pixel_handle()
         wb.put(entry.key, entry.encode(), h)
         wb.put(entry.time_key, _ts_us(entry.first_ts), h)
+        span = struct.unpack(">Q", _ts_us(entry.last_ts))[0] - struct.unpack(">Q", _ts_us(entry.first_ts))[0]
+        with self._recording_span:
+            known = self._spans.get(entry.camera)
+            if known is None or span > known:
+                self._spans[entry.camera] = max(span, known if known is not None else self._widest(entry.camera))
+                wb.put(kept_entries.span_key(entry.camera), struct.pack(">Q", self._spans[entry.camera]), h)
+
+    def _widest(self, camera: str) -> int:
+        """The widest kept entry of ``camera`` (us): its record, or for a camera kept before there
+        were records, one pass over its time index (the record written next spares the next one)."""
+        cf = self._open_pixels()
+        raw = cf.get(kept_entries.span_key(camera))
+        if raw is not None:
+            return int(struct.unpack(">Q", raw)[0])
+        head = kept_entries.time_prefix(camera)
+        widest, it = 0, cf.iter()
+        it.seek(head)
+        while it.valid() and it.key().startswith(head):
+            last = struct.unpack(">Q", it.key()[len(head):len(head) + 8])[0]
+            widest = max(widest, last - struct.unpack(">Q", it.value())[0])
+            it.next()
+        return widest
 
     def row_ids(self) -> Iterator[int]:
         """The id of every patch written as a row (by the sink or an import), camera by camera in

@@ -100,7 +100,8 @@ def frame_image(store: LineageStore, frame_key: bytes) -> tuple[np.ndarray, str]
 
 def load(store: LineageStore, camera_or_file: str, *, time_range: tuple[float, float] | None = None,
          every: int = 1, max_batch: int = 16) -> Iterator[FrameBatch]:
-    """The frames of a camera (its kept pixels) or of a video file, in time order, as batches.
+    """The frames of a camera (its kept pixels) or of a video file, in time order, as batches
+    (a camera's frames entry by entry: where entries overlap, late frames come with their own).
 
     ``time_range = (start, end)`` seconds is pushed down: a file is read from a seek to the
     keyframe before ``start`` and stops at ``end``; a camera's kept entries (messages, frames,

@@ -139,9 +139,11 @@ class Segmenter:
         self._jobs.task_done()
 
     def compact(self, camera: str, run: _Run) -> bool:
-        """Replace the stored entries ``run`` of ``camera`` by one segment; ``False`` (and nothing
-        changed) when their frames cannot be one H.264 clip."""
-        messages = [(key, *kept) for key, _, _ in run if (kept := self.store.kept(key)) is not None]
+        """Replace the stored entries ``run`` of ``camera`` by one segment, its frames in capture
+        time order (they may have come out of order); ``False`` (and nothing changed) when their
+        frames cannot be one H.264 clip."""
+        in_time_order = sorted(run, key=lambda entry: entry[1:])
+        messages = [(key, *kept) for key, _, _ in in_time_order if (kept := self.store.kept(key)) is not None]
         clip = self.encoder.encode(messages) if messages else None
         if clip is None:
             return False

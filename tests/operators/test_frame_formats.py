@@ -16,7 +16,7 @@ from operators.sinks.collection_writer import CollectionWriter
 from operators.sinks.store_sink import StoreSink
 from operators.sources.kafka_source import KafkaSource
 from operators.kafka import wire
-from operators.stores import kept
+from operators.stores import kept, pixels
 from operators.stores.lineage_store import LineageStore
 from operators.stores.segmenter import Segmenter
 from streamvision.core.errors import ConfigError, InputError
@@ -98,12 +98,15 @@ def test_segments_replace_the_messages_they_hold(broker, topic, tmp_path):
         assert 2 <= len(messages) < 2 + 24  # the H.264 messages, and the JPEG ones of the last, short run
 
 
-def _jpeg_entries(images: list[np.ndarray], first: int, segment_seconds: float) -> list[kept.KeptEntry]:
+def _jpeg_entries(images: list[np.ndarray], first: int, segment_seconds: float,
+                  times: list[float] | None = None) -> list[kept.KeptEntry]:
+    """Messages at offsets ``first...`` captured at ``times`` (default: 100 s + offset)."""
     entries = []
-    for i, image in enumerate(images, first):
-        message = wire.encode_image(image, camera="cam", ts=100.0 + i, frame_no=i, kind=wire.KIND_JPEG)
+    for n, (i, image) in enumerate(enumerate(images, first)):
+        ts = times[n] if times is not None else 100.0 + i
+        message = wire.encode_image(image, camera="cam", ts=ts, frame_no=i, kind=wire.KIND_JPEG)
         headers = [[k, v.decode("latin-1")] for k, v in message.headers]
-        row = ["t", 0, i, "cam", 100.0 + i, 100.0 + i, headers, message.value]
+        row = ["t", 0, i, "cam", ts, ts, headers, message.value]
         entries.append(replace(kept.KeptEntry.of_message(row), segment_seconds=segment_seconds))
     return entries
 
@@ -200,6 +203,29 @@ def test_a_batch_replayed_after_its_messages_were_compacted_does_not_bring_them_
     with LineageStore(tmp_path / "data" / "lineage", read_only=True) as store:
         spans = [(key[:1], first, last) for key, first, last in store.kept_between("cam", 0, 1e9)]
         assert spans == [(kept.SEGMENT, 100.0, 102.0), (kept.MESSAGE, 103.0, 103.0)]
+
+
+def test_frames_that_came_out_of_order_are_compacted_in_time_order_and_found_by_time(tmp_path, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(5))]
+    entries = _jpeg_entries(images[:4], 0, segment_seconds=3.0)  # 100..103
+    late = _jpeg_entries(images[4:], 4, segment_seconds=3.0, times=[101.5])  # after its segment was made
+    with LineageStore(tmp_path / "db") as store:
+        segmenter = Segmenter(store)
+        for batch in ([entries[0], entries[2]], [entries[1]], [entries[3]], late):  # replicas finishing out of order
+            store.write_patches(PatchBatch.empty(), kept=batch)
+            segmenter.wrote(batch)
+        segmenter.close()
+        assert segmenter.segments == 1
+        spans = [(key[:1], first, last) for key, first, last in store.kept_between("cam", 0, 1e9)]
+        assert spans == [(kept.MESSAGE, 101.5, 101.5), (kept.SEGMENT, 100.0, 103.0)]  # they overlap
+        segment = next(key for key, _, _ in store.kept_between("cam", 0, 1e9) if key[:1] == kept.SEGMENT)
+        for i in range(4):  # in capture-time order
+            assert store.kept_frame(KafkaKey("t", 0, i, 0).encode()) == (segment, i)
+        # the late message ends after 101.2 first; the segment, which ends later, holds 101.0
+        assert [k for k, _, _ in store.kept_between("cam", 100.5, 101.2)] == [segment]
+        got = [(k, w) for b in pixels.load(store, "cam", time_range=(100.5, 101.6)) for k, w in zip(b.keys, b.wall_time)]
+        assert sorted(got, key=lambda kw: kw[1]) == [(KafkaKey("t", 0, 1, 0).encode(), 101.0),
+                                                     (KafkaKey("t", 0, 4, 0).encode(), 101.5)]
 
 
 def test_none_keeps_no_pixels_and_bad_formats_are_refused(broker, topic, tmp_path):
