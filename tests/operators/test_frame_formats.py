@@ -228,6 +228,22 @@ def test_frames_that_came_out_of_order_are_compacted_in_time_order_and_found_by_
                                                      (KafkaKey("t", 0, 4, 0).encode(), 101.5)]
 
 
+def test_a_camera_kept_before_span_records_gets_one_from_its_entries(tmp_path, vtest_path):
+    images = [image for (image, _), _ in zip(FrameReader(str(vtest_path)), range(5))]
+    entries = _jpeg_entries(images[:4], 0, segment_seconds=3.0)  # 100..103
+    with LineageStore(tmp_path / "db") as store:
+        segmenter = Segmenter(store)
+        store.write_patches(PatchBatch.empty(), kept=entries)
+        segmenter.wrote(entries)
+        segmenter.close()
+    with LineageStore(tmp_path / "db") as store:  # as written before there were span records
+        del store._open_pixels()[kept.span_key("cam")]
+    with LineageStore(tmp_path / "db") as store:  # a later writer: a late message of no span
+        store.write_patches(PatchBatch.empty(), kept=_jpeg_entries(images[4:], 4, 3.0, times=[101.5]))
+        segment, = [key for key, _, _ in store.kept_between("cam", 0, 1e9) if key[:1] == kept.SEGMENT]
+        assert [k for k, _, _ in store.kept_between("cam", 100.5, 101.2)] == [segment]  # the 3 s one counted
+
+
 def test_none_keeps_no_pixels_and_bad_formats_are_refused(broker, topic, tmp_path):
     decoded = _ingest(broker, topic, tmp_path / "none", "none")
     with streamvision.connect(tmp_path / "none") as sv:
