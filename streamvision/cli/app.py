@@ -144,11 +144,13 @@ def demo(
     serve: bool = typer.Option(False, "--serve", help="Keep the service answering until Ctrl-C."),
 ) -> None:
     """Fetch a real video, send it through Kafka into the dataflow, and ask what looks like one of its frames."""
+    from cluster.local import watching_own_ray
     from streamvision.api.demo import run_demo
 
-    run_demo(data, query_frame, console, run_flow=lambda flow, total: _run_flow(flow, None, total),
-             featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit or None,  # type: ignore[arg-type]
-             port=port, serve=serve)
+    with watching_own_ray(cli_serve.exit_as_ray_stopped):  # a signal to the whole group stops its Ray too
+        run_demo(data, query_frame, console, run_flow=lambda flow, total: _run_flow(flow, None, total),
+                 featurizer=featurizer, bootstrap_servers=bootstrap_servers, limit=limit or None,  # type: ignore[arg-type]
+                 port=port, serve=serve)
 
 
 def main() -> None:

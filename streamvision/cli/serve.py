@@ -46,7 +46,7 @@ def serve(
         ensure_ray(address, env=direct_ingress_env(port))  # first: connecting installs Ray's own SIGTERM
         # handler (it aborts the process); a local Ray started here gets Serve's settings for the service
         start_service = server.result().start_service
-    with watching_own_ray(_exit_as_ray_stopped):
+    with watching_own_ray(exit_as_ray_stopped):
         # Serve's INFO lines name its fallback proxy's URL ("Application ... is ready at"), not the service's
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that SIGTERM while starting acts as
@@ -69,8 +69,8 @@ def serve(
             console.print("[green]stopped")
 
 
-def _exit_as_ray_stopped() -> None:
-    """Leave at once when the local Ray the service started loses its GCS server or raylet,
+def exit_as_ray_stopped() -> None:
+    """Leave at once when the local Ray the service (or the demo) started loses its GCS server or raylet,
     whatever the service was doing: every call into Ray (starting, serving, snapshotting) would
     wait 60 s and then abort the process. Nothing is lost: RocksDB is the record."""
     console.print("[red]error:[/red] Ray's processes stopped under the service (a signal to the whole process group, "

@@ -1,4 +1,5 @@
-"""``streamvision serve`` on its own local Ray, stopped by a signal to its whole process group.
+"""``streamvision serve`` (and ``demo --serve``) on its own local Ray, stopped by a signal to its
+whole process group.
 
 ``kill -- -PGID`` and systemd's default ``KillMode=control-group`` send SIGTERM to Ray's
 processes too. The service must then leave at once with one ``error:`` line (no 60 s wait for
@@ -110,3 +111,26 @@ def test_a_sigterm_to_the_whole_process_group_exits_at_once_and_the_restart_repl
         proc.send_signal(signal.SIGTERM)  # to the service alone: a clean stop
         assert proc.wait(timeout=120) == 0
     assert log.read_text().rstrip().endswith("stopped")
+
+
+def test_the_serving_demo_leaves_at_once_when_a_signal_to_its_group_stops_its_ray(tmp_path):
+    port, log = _free_port(), tmp_path / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamvision.cli", "demo", "--data", str(tmp_path / "demo"),
+                                 "--featurizer", "histogram", "--limit", "20", "--port", str(port), "--serve"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "Ctrl-C stops" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        code = proc.wait(timeout=45)  # without the watch: a 60 s wait for the dead GCS, then an abort
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 2, log.read_text()[-2000:]
+    assert time.monotonic() - signalled < 30
+    assert "Ray's processes stopped under the service" in log.read_text()
