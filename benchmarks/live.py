@@ -14,13 +14,13 @@ FAISS, vtest.avi):
    vectors by the last round; cost that grows with the collection shows here);
 3. **live**: ``--cameras`` cameras at ``--rate`` frames/s of real JPEG frames go through the
    broker into the full collection while clients ask over HTTP: a prober asks ten times a
-   second for the produced frames not yet answered, each with its own vector (up to
-   ``PROBE_BATCH`` in one batched request), until the frame is its top hit
-   (``answerable_p50_ms`` / ``_p99_ms``: capture time to that answer, to within the prober's
-   0.1 s), and a querier in a process of its own asks top-10 queries five times a second
-   (``query_p50_ms`` / ``_p99_ms``); the RSS of every actor and of the writers' clip encoder
-   processes is sampled (``rss_growth_mb``: the largest growth of any of them after the first
-   10 % of the phase);
+   second (at jittered intervals, out of phase with the cameras) for the produced frames not
+   yet answered, each with its own vector (up to ``PROBE_BATCH`` in one batched request),
+   until the frame is its top hit (``answerable_p50_ms`` / ``_p99_ms``: capture time to that
+   answer, to within the prober's 0.05-0.15 s), and a querier in a process of its own asks
+   top-10 queries five times a second (``query_p50_ms`` / ``_p99_ms``); the RSS of every actor
+   and of the writers' clip encoder processes is sampled (``rss_growth_mb``: the largest growth
+   of any of them after the first 10 % of the phase);
 4. **restart**: the service is stopped (snapshots written) and ``streamvision serve`` started
    again as a new process, its own local Ray included: ``restart_to_first_answer_s`` (median of
    ``--restarts`` runs, each after the previous Ray's processes exited); and the same on a
@@ -43,6 +43,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -83,10 +84,14 @@ GROUP_TIMING = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 QUALITY = 85
 #: Frames the prober asks about in one batched request (a few: the querier shares the shards).
 PROBE_BATCH = 8
-#: Seconds between the prober's requests. The load is open-loop, as a dashboard polls: a prober
-#: asking again as soon as it is answered (this benchmark's first design) puts on a faster
+#: Mean seconds between the prober's requests. The load is open-loop, as a dashboard polls: a
+#: prober asking again as soon as it is answered (this benchmark's first design) puts on a faster
 #: service more load, and on this 2-core machine took as much CPU as the cameras' ingest.
 PROBE_PERIOD_S = 0.1
+#: Each interval is the period times a uniform draw from this range: a fixed 0.1 s period kept
+#: one phase to the cameras' 10 frames/s for a whole run, and its wait for the next probe (0 to
+#: 0.1 s) with it (answerable p50 79 and 152 ms in two runs of the same code).
+PROBE_JITTER = (0.5, 1.5)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -277,12 +282,13 @@ class Live:
         time.sleep(2.0)  # the querier process ready too (it imports while the pipeline starts)
 
     def probe(self) -> None:
-        """Every ``PROBE_PERIOD_S``, ask for the pending frames (one batched request) until each is
-        its own top hit."""
+        """Every ``PROBE_PERIOD_S`` or so (:data:`PROBE_JITTER`), ask for the pending frames (one
+        batched request) until each is its own top hit."""
+        jitter = random.Random(0)
         with ServiceClient(self.url, collection=self.data.name) as client:
             tick = time.monotonic()
             while not self.done.is_set() or self.pending:
-                tick += PROBE_PERIOD_S
+                tick += PROBE_PERIOD_S * jitter.uniform(*PROBE_JITTER)
                 time.sleep(max(0.0, tick - time.monotonic()))
                 with self.lock:
                     keys = list(self.pending)[:PROBE_BATCH]  # the oldest first
