@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from operators.models.nms import iou_matrix
+from streamvision.core.errors import ConfigError
 
 #: MOT class id -> counted group.
 GT_GROUPS = {1: "person", 2: "vehicle", 3: "vehicle", 4: "vehicle", 5: "vehicle", 6: "vehicle", 7: "vehicle"}
@@ -88,8 +89,15 @@ def identity_of(pred: Iterable[Box], truth: Iterable[Box], frames: Iterable[int]
 
 
 def mot_metrics(pred: Iterable[Box], truth: Iterable[Box], frames: Iterable[int]) -> dict[str, float]:
-    """MOTA, IDF1 and id switches (``motmetrics``), boxes matched at IoU 0.5 within each group."""
-    import motmetrics as mm
+    """MOTA, IDF1 and id switches (``motmetrics``), boxes matched at IoU 0.5 within each group.
+
+    Raises:
+        ConfigError: ``motmetrics`` is not installed (``pip install "streamvision[bench]"``).
+    """
+    try:
+        import motmetrics as mm
+    except ImportError as exc:
+        raise ConfigError('MOTA / IDF1 need motmetrics: pip install "streamvision[bench]"') from exc
 
     acc = mm.MOTAccumulator(auto_id=True)
     p, t = by_frame(pred), by_frame(truth)

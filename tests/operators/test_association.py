@@ -7,6 +7,7 @@ library's own C-BIoU; a box across two walkers could be counted as a third perso
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from operators.detectors.nanodet import NanoDetDetector
 from operators.sources.video_file import VideoFileSource
 from operators.tracking.evaluation import Box, distinct_objects, load_mot, mot_metrics
 from operators.tracking.tracker import ObjectTracker, _uncovered
+from streamvision.core.errors import ConfigError
 from streamvision.core.patches import PatchBatch
 
 GT = Path(__file__).resolve().parents[1] / "data" / "vtest_gt" / "gt.txt"
@@ -95,3 +97,9 @@ def test_a_box_inside_the_boxes_of_tracked_people_is_not_uncovered():
     assert _uncovered(np.array([300, 100, 330, 180.0]), walkers) == 1.0
     assert _uncovered(np.array([300, 100, 330, 180.0]), np.zeros((0, 4))) == 1.0
     assert 0.4 <= _uncovered(np.array([145, 100, 175, 180.0]), walkers) <= 0.6
+
+
+def test_mot_metrics_without_motmetrics_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "motmetrics", None)  # as in an install without the bench extra
+    with pytest.raises(ConfigError, match=r"streamvision\[bench\]"):
+        mot_metrics([], [], [0])
