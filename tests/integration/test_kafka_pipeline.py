@@ -215,7 +215,9 @@ def test_kill_driver_process_then_restart(reference, broker, topic, tmp_path, ra
     assert killed, "the driver finished before it could be killed"
     with LineageStore(data / "lineage", read_only=True) as store:
         partial = store.count("frames")
-    assert 0 < partial < 3 * PER_CAMERA
+    # some frames were written before the kill; the dead driver's actors may write the rest before Ray
+    # tears them down (all 120 on a fast machine), and the restart must then resume with nothing to redo
+    assert partial > 0
     # Ray tears down the dead driver's actors; the sink must let go of RocksDB before the restart
     deadline = time.monotonic() + 120
     while any(_my_actor_processes(k) for k in ("SinkActor", "SourceActor", "OperatorActor")):
