@@ -8,10 +8,11 @@ Milvus query node replaying its log. Shard ``s`` of ``n`` keeps in ``ROOT/shard-
 ``snapshot.json``  factory, dim, ``ntotal`` and the store *position* it covers
 =================  ===========================================================
 
-Opening loads the snapshot and replays the vectors the store wrote after its position
+Opening maps the snapshot (:meth:`IndexShard.load` with ``mapped=True``: no pass over its
+vectors until the first write) and replays the vectors the store wrote after its position
 (:meth:`operators.stores.lineage_store.LineageStore.vectors_since`) that route to this
-shard, so the cost of opening is the snapshot's size plus what was written since, never a
-scan of every vector. Live writes arrive through :meth:`LiveShard.apply` right after the
+shard, so the cost of opening is what was written since, never a scan of every vector.
+A snapshot rewrites the index file only when the shard changed since the last one. Live writes arrive through :meth:`LiveShard.apply` right after the
 store wrote them, with their position. Replays are idempotent (patch ids are deterministic),
 so a write applied twice changes nothing. A missing or unreadable snapshot is rebuilt from
 the store, with a warning.
@@ -108,6 +109,7 @@ class LiveShard:
         self.dir = shard_dir(root, shard, shards)
         self.store = None if store is None else Path(store)
         self._options = {"normalized": normalized, "append_only": append_only, "device": device}
+        self._unsaved = True  # whether the index differs from its snapshot file (none yet)
         self.index, self.position = self._load(dim, factory)
         self._staging = None if self.index.is_trained else IndexShard(dim, "Flat", **self._options)
         self.snapshot_position = self.position
@@ -129,9 +131,10 @@ class LiveShard:
                     f"{self.dir} holds a {meta['factory']!r} index of dim {meta['dim']}, "
                     f"not {factory!r} of dim {dim}; use another directory or the same settings"
                 )
-            index = IndexShard.load(index_path, factory=factory, **self._options)
+            index = IndexShard.load(index_path, factory=factory, mapped=True, **self._options)
             if index.ntotal != int(meta["ntotal"]):
                 raise InputError(f"{index_path} holds {index.ntotal} vectors, its snapshot says {meta['ntotal']}")
+            self._unsaved = False
             return index, int(meta["position"])
         except ConfigError:
             raise
@@ -165,6 +168,7 @@ class LiveShard:
         """
         ids = as_ids(ids)
         if len(ids):
+            self._unsaved = True
             if self._staging is None:
                 self.index.upsert(ids, vectors)
             else:
@@ -180,6 +184,7 @@ class LiveShard:
         held = self._staging.ids()
         staged = self._staging.reconstruct(held)
         self.index.train(staged if sample is None else sample)
+        self._unsaved = True
         if len(held):
             self.index.upsert(held, staged)
         self._staging = None
@@ -190,14 +195,22 @@ class LiveShard:
         return self.index if self._staging is None else self._staging
 
     def snapshot(self) -> dict[str, Any]:
-        """Write the index and the store position it covers (files renamed into place).
+        """Write the index and the store position it covers (files renamed into place); the
+        index file only if the shard changed since its last snapshot (an idle shard's stop
+        writes a few bytes, not its vectors).
 
         A shard still staging (untrained) writes nothing: reopening replays its few vectors."""
         if self._staging is not None:
             return {"factory": self.index.factory, "dim": self.index.dim, "ntotal": self._staging.ntotal,
                     "position": self.snapshot_position, "staging": True}
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.index.save(self.dir / SNAPSHOT_INDEX)
+        if self._unsaved or not (self.dir / SNAPSHOT_INDEX).exists():
+            self._unsaved = False  # before the save: a write during it leaves the shard unsaved
+            try:
+                self.index.save(self.dir / SNAPSHOT_INDEX)
+            except BaseException:
+                self._unsaved = True
+                raise
         meta = {"factory": self.index.factory, "dim": self.index.dim, "ntotal": self.index.ntotal,
                 "position": self.position}
         tmp = self.dir / (SNAPSHOT_META + ".tmp")

@@ -252,6 +252,41 @@ def test_save_and_load_round_trip(tmp_path, data):
         IndexShard.load(tmp_path / "junk.faiss")
 
 
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "SQ8", "HNSW16", "SQ8,RFlat"])
+def test_a_mapped_shard_answers_as_a_read_one_and_reads_its_own_file_on_the_first_write(tmp_path, data, factory):
+    ids, x = data
+    shard = IndexShard(32, factory, normalized=True)
+    shard.train(x)
+    shard.upsert(ids[:400], x[:400])
+    shard.save(tmp_path / "s.faiss")
+    read = IndexShard.load(tmp_path / "s.faiss", factory=factory, normalized=True)
+    mapped = IndexShard.load(tmp_path / "s.faiss", factory=factory, normalized=True, mapped=True)
+    assert mapped.mapped and not read.mapped
+    assert mapped.append_only == read.append_only and mapped.stats() == read.stats()
+    for got, want in zip(mapped.search(x[::50], 5), read.search(x[::50], 5)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mapped.ids(), read.ids())
+    assert mapped.contains(ids[398:402]).tolist() == [True, True, False, False]
+    IndexShard(32, "Flat").save(tmp_path / "s.faiss")  # a new snapshot renamed over the mapped file
+    mapped.upsert(ids[300:], x[300:])  # held ids (kept, or overwritten in place) and new ones
+    assert not mapped.mapped and mapped.ntotal == 500  # the first write read the file it mapped
+    assert (mapped.search(x[450:451], 1)[1] == ids[450]).all()
+    assert (mapped.search(x[:1], 1)[1] == ids[0]).all()
+    if not mapped.append_only:
+        assert mapped.remove(ids[:10]) == 10 and mapped.ntotal == 490
+
+
+def test_a_mapped_load_of_a_missing_or_foreign_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        IndexShard.load(tmp_path / "none.faiss", mapped=True)
+    (tmp_path / "junk.faiss").write_bytes(b"not an index")
+    with pytest.raises(InputError, match="cannot read"):
+        IndexShard.load(tmp_path / "junk.faiss", mapped=True)
+    faiss.write_index(faiss.IndexFlatIP(4), str(tmp_path / "bare.faiss"))
+    with pytest.raises(InputError, match="not an id-mapped"):
+        IndexShard.load(tmp_path / "bare.faiss", mapped=True)
+
 @pytest.fixture
 def removed_ids(monkeypatch) -> list[np.ndarray]:
     """Records every batch of ids given to FAISS's ``remove_ids`` (a scan of the whole index)."""

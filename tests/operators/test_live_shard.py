@@ -214,3 +214,26 @@ def test_one_live_shard_without_a_store(tmp_path, vtest_patches):
     held, stored = again.items(np.array([ids[0], 999]))
     assert held.tolist() == [int(ids[0])]
     np.testing.assert_allclose(stored, x[:1], atol=1e-6)
+
+
+def test_a_reopened_shard_maps_its_snapshot_and_rewrites_it_only_once_changed(tmp_path, vtest_patches):
+    ids, x = vtest_patches.ids, vtest_patches.vectors
+    shard = LiveShard(tmp_path, 0, 1, dim=DIM)
+    shard.apply(1, ids[:30], x[:30])
+    shard.snapshot()
+    index_file = shard_dir(tmp_path, 0, 1) / SNAPSHOT_INDEX
+    written = index_file.stat()
+    again = LiveShard(tmp_path, 0, 1, dim=DIM)
+    assert again.index.mapped and again.index.ntotal == 30
+    assert again.snapshot() == {"factory": "Flat", "dim": DIM, "ntotal": 30, "position": 1}
+    assert index_file.stat().st_ino == written.st_ino  # nothing changed: the vectors are not rewritten
+    again.apply(2, ids[:0], x[:0])  # a position with nothing for this shard
+    assert again.snapshot()["position"] == 2 and index_file.stat().st_ino == written.st_ino
+    again.apply(3, ids[30:40], x[30:40])
+    assert not again.index.mapped  # the write read the snapshot into the shard's memory first
+    assert again.snapshot() == {"factory": "Flat", "dim": DIM, "ntotal": 40, "position": 3}
+    assert index_file.stat().st_ino != written.st_ino
+    third = LiveShard(tmp_path, 0, 1, dim=DIM)
+    assert third.index.ntotal == 40 and third.position == 3 and third.replayed == 0
+    D, I = third.search(x[35:36], 1)
+    assert I[0, 0] == ids[35]
