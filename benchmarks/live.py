@@ -395,20 +395,27 @@ def _wait_for_ray_to_exit(timeout_s: float = 60.0) -> None:
 
 
 def _seconds_to_answer(cmd: list[str], answered: Callable[[], bool]) -> float:
-    """Seconds from starting ``cmd`` (a new process) to the first ``answered()``; then SIGTERM it."""
+    """Seconds from starting ``cmd`` (a new process) to the first ``answered()``; then SIGTERM it.
+
+    Raises:
+        RuntimeError: ``cmd`` exited, or did not answer within 300 s (with the end of its stderr).
+    """
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while time.monotonic() - started < 300:
-            try:
-                if answered():
-                    return time.monotonic() - started
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.1)
-        raise RuntimeError(f"{' '.join(cmd)} never answered")
-    finally:
-        proc.terminate()  # the service: snapshots written, actors and the front end stopped
-        proc.wait(120)
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            while time.monotonic() - started < 300 and proc.poll() is None:
+                try:
+                    if answered():
+                        return time.monotonic() - started
+                except Exception:  # noqa: BLE001 - not up yet
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()  # the service: snapshots written, actors and the front end stopped
+            proc.wait(120)
+        stderr.seek(0)
+        said = stderr.read().decode(errors="replace")[-2000:]
+    raise RuntimeError(f"{' '.join(cmd)} never answered (exit code {proc.returncode}): {said}")
 
 
 def restart_to_first_answer(data_dirs: list[Path], port: int, q: np.ndarray, address: str | None = None) -> float:

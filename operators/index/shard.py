@@ -132,7 +132,7 @@ def gpu_capable(index: faiss.Index | str, dim: int = 64) -> bool:
     """Whether FAISS can hold ``index`` (an index, or an ``index_factory`` string) on a GPU.
 
     Pure CPU logic: it reads the index's type, so it answers the same with or without a GPU.
-    An ``IndexIDMap2`` or ``IndexPreTransform`` (``"PCA64,Flat"``) is as capable as what it wraps.
+    An ``IndexIDMap`` or ``IndexPreTransform`` (``"PCA64,Flat"``) is as capable as what it wraps.
 
     >>> gpu_capable("Flat"), gpu_capable("IVF64,SQ8"), gpu_capable("HNSW32"), gpu_capable("SQ8,RFlat")
     (True, True, False, False)
@@ -174,7 +174,7 @@ def _build(dim: int, factory: str) -> faiss.Index:
     ivf = faiss.try_extract_index_ivf(inner)
     if ivf is not None:
         ivf.nprobe = max(min(ivf.nlist, 8), ivf.nlist // IVF_NPROBE_DIVISOR)  # FAISS's default of 1 list finds little
-    return faiss.IndexIDMap2(inner)
+    return faiss.IndexIDMap(inner)
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -206,14 +206,14 @@ def _flat_view(index: faiss.Index) -> np.ndarray | None:
 
 
 def _core(index: faiss.Index) -> faiss.Index:
-    """The index that holds the codes, under any ``IndexIDMap2`` and ``IndexPreTransform`` wrappers."""
+    """The index that holds the codes, under any ``IndexIDMap`` and ``IndexPreTransform`` wrappers."""
     inner = faiss.downcast_index(index)
-    while isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+    while isinstance(inner, (faiss.IndexIDMap, faiss.IndexPreTransform)):
         inner = faiss.downcast_index(inner.index)
     return inner
 
 
-def _read_index(path: str | Path, mapped_from: BinaryIO | None) -> faiss.IndexIDMap2:
+def _read_index(path: str | Path, mapped_from: BinaryIO | None) -> faiss.IndexIDMap:
     """Read a shard's file; mapped (``IO_FLAG_MMAP_IFC``) from the open file ``mapped_from`` if given.
 
     Raises:
@@ -226,7 +226,7 @@ def _read_index(path: str | Path, mapped_from: BinaryIO | None) -> faiss.IndexID
             index = faiss.read_index(f"/dev/fd/{mapped_from.fileno()}", faiss.IO_FLAG_MMAP_IFC)
     except RuntimeError as exc:
         raise InputError(f"cannot read FAISS index {path}: {exc}") from exc
-    if not isinstance(index, faiss.IndexIDMap2):
+    if not isinstance(index, faiss.IndexIDMap):  # an IndexIDMap2 too (snapshots written before 2026-12-08)
         raise InputError(f"{path} holds a {type(index).__name__}, not an id-mapped shard index")
     return index
 
@@ -235,9 +235,9 @@ def _is_refine(index: faiss.Index) -> bool:
     return "Refine" in type(faiss.downcast_index(index)).__name__
 
 
-def _supports_remove(index: faiss.IndexIDMap2) -> bool:
+def _supports_remove(index: faiss.IndexIDMap) -> bool:
     """FAISS graph indexes (HNSW, NSG) and refining indexes cannot remove vectors; IVF indexes
-    inside an ``IndexIDMap2`` keep wrong labels after ``remove_ids`` (and a later removal
+    inside an ``IndexIDMap`` keep wrong labels after ``remove_ids`` (and a later removal
     aborts in FAISS 1.15), so they are append-only too."""
     name = type(_core(index)).__name__
     return not any(kind in name for kind in ("HNSW", "NSG", "Refine", "IVF"))
@@ -555,7 +555,7 @@ class IndexShard:
         D, I = _no_results(len(q), k)
         if len(ids):
             kk = min(k, len(ids))
-            top, D[:, :kk] = top_k_rows(q @ self.index.reconstruct_batch(ids).T, kk)
+            top, D[:, :kk] = top_k_rows(q @ self._vectors_at(self._positions.lookup(ids)).T, kk)
             I[:, :kk] = ids[top]
         return D, I
 
@@ -589,12 +589,17 @@ class IndexShard:
             InputError: an id is not held.
         """
         ids = as_ids(ids)
-        missing = ids[self._positions.lookup(ids) < 0]
+        at = self._positions.lookup(ids)
+        missing = ids[at < 0]
         if len(missing):
             raise InputError(f"{len(missing)} ids are not in this shard, e.g. {int(missing[0])}")
-        if len(ids) == 0:
+        return self._vectors_at(at)
+
+    def _vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        """The stored (decoded) vectors at ``positions`` of the inner index, ``(n, dim)`` float32."""
+        if len(positions) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return self.index.reconstruct_batch(ids)
+        return self.index.index.reconstruct_batch(np.ascontiguousarray(positions, np.int64))
 
     # ------------------------------------------------------------------ files
     @_locked

@@ -291,13 +291,13 @@ def test_a_mapped_load_of_a_missing_or_foreign_file_is_an_input_error(tmp_path):
 def removed_ids(monkeypatch) -> list[np.ndarray]:
     """Records every batch of ids given to FAISS's ``remove_ids`` (a scan of the whole index)."""
     calls: list[np.ndarray] = []
-    original = faiss.IndexIDMap2.remove_ids
+    original = faiss.IndexIDMap.remove_ids
 
-    def spy(index: faiss.IndexIDMap2, ids: np.ndarray) -> int:
+    def spy(index: faiss.IndexIDMap, ids: np.ndarray) -> int:
         calls.append(np.array(ids))
         return original(index, ids)
 
-    monkeypatch.setattr(faiss.IndexIDMap2, "remove_ids", spy)
+    monkeypatch.setattr(faiss.IndexIDMap, "remove_ids", spy)
     return calls
 
 
@@ -399,3 +399,18 @@ def test_contains_checks_its_ids():
     assert shard.contains(np.zeros(0, np.int64)).tolist() == []
     with pytest.raises(InputError, match="non-negative"):
         shard.contains(np.array([-1]))
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_shard_file_of_faiss_reverse_map_kind_written_before_still_loads_and_works(tmp_path, data, mapped):
+    ids, x = data
+    assert type(IndexShard(32, "Flat").index) is faiss.IndexIDMap  # no reverse map to build at every open
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(32))  # what shards wrote before 2026-12-08
+    old.add_with_ids(x[:100], ids[:100])
+    faiss.write_index(old, str(tmp_path / "old.faiss"))
+    shard = IndexShard.load(tmp_path / "old.faiss", factory="Flat", normalized=True, mapped=mapped)
+    assert (shard.search(x[:3], 1)[1][:, 0] == ids[:3]).all()
+    np.testing.assert_array_equal(shard.reconstruct(ids[5:8]), x[5:8])
+    shard.upsert(ids[50:150], x[50:150])
+    assert shard.ntotal == 150 and shard.remove(ids[:10]) == 10
+    np.testing.assert_array_equal(shard.reconstruct(ids[140:141]), x[140:141])
