@@ -3,7 +3,7 @@ not grow with the index.
 
 Position ``i`` of an ``IndexIDMap`` holds the vector of ``index.id_map[i]``. FAISS's
 ``IndexIDMap2`` keeps the reverse map (``rev_map``), but it is an opaque SWIG object that
-Python cannot query, rebuilt at every read of the file (2.3 s and 275 MB for 5 M ids here), and
+Python cannot query, rebuilt at every read of the file (0.3 s and 275 MB for 5 M ids here), and
 a Python dict of a million ids costs ~110 MB. :class:`IdPositions` keeps a sorted int64 id
 array with a parallel position array (16 bytes per id, looked up by binary search) and a
 dict of the ids added since the last merge (a dict lookup or insert is O(1), where inserting

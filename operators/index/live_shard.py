@@ -12,9 +12,10 @@ Opening maps the snapshot (:meth:`IndexShard.load` with ``mapped=True``: no pass
 vectors until the first write) and replays the vectors the store wrote after its position
 (:meth:`operators.stores.lineage_store.LineageStore.vectors_since`) that route to this
 shard, so the cost of opening is what was written since, never a scan of every vector.
-A snapshot rewrites the index file only when the shard changed since the last one. Live writes arrive through :meth:`LiveShard.apply` right after the
-store wrote them, with their position. Replays are idempotent (patch ids are deterministic),
-so a write applied twice changes nothing. A missing or unreadable snapshot is rebuilt from
+A snapshot rewrites the index file only when the shard changed since the last one. Live
+writes arrive through :meth:`LiveShard.apply` right after the store wrote them, with their
+position. Replays are idempotent (patch ids are deterministic), so a write applied twice
+changes nothing. A missing or unreadable snapshot is rebuilt from
 the store, with a warning.
 
 An index that must be trained (``IVF...``, ``SQ8``, ``PQ...``) is trained once the shard
