@@ -213,6 +213,11 @@ def _core(index: faiss.Index) -> faiss.Index:
     return inner
 
 
+def _through_descriptor(opened: BinaryIO) -> str:
+    """A path that opens the very file ``opened`` is (whatever was renamed over its name since)."""
+    return f"/dev/fd/{opened.fileno()}"
+
+
 def _read_index(path: str | Path, mapped_from: BinaryIO | None) -> faiss.IndexIDMap:
     """Read a shard's file; mapped (``IO_FLAG_MMAP_IFC``) from the open file ``mapped_from`` if given.
 
@@ -223,7 +228,7 @@ def _read_index(path: str | Path, mapped_from: BinaryIO | None) -> faiss.IndexID
         if mapped_from is None:
             index = faiss.read_index(str(path))
         else:
-            index = faiss.read_index(f"/dev/fd/{mapped_from.fileno()}", faiss.IO_FLAG_MMAP_IFC)
+            index = faiss.read_index(_through_descriptor(mapped_from), faiss.IO_FLAG_MMAP_IFC)
     except RuntimeError as exc:
         raise InputError(f"cannot read FAISS index {path}: {exc}") from exc
     if not isinstance(index, faiss.IndexIDMap):  # an IndexIDMap2 too (snapshots written before 2026-12-08)
@@ -429,8 +434,7 @@ class IndexShard:
         load only."""
         if self._mapped_file is None:
             return
-        self._mapped_file.seek(0)
-        self.index = faiss.read_index(faiss.PyCallbackIOReader(self._mapped_file.read))
+        self.index = faiss.read_index(_through_descriptor(self._mapped_file))
         self._mapped_file.close()
         self._mapped_file = None
 
